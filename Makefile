@@ -1,0 +1,45 @@
+# wasmpod: `make demo` shows it, `make test` proves it, `make bench` measures it.
+# Everything runs as root on a Debian bookworm machine; see README.md.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+FIXTURES := $(CURDIR)/target/fixtures
+# Debian releases whose containerd the integration tests run against.
+SUITES ?= bookworm forky
+
+.PHONY: all deps build fixtures demo test unit integration bench lint clean
+
+all: build
+
+deps:
+	test/deps.sh
+
+# One profile for everything (release): Wasmtime is built once, and tests,
+# demo and benchmark exercise the binary that ships.
+build: deps
+	$(CARGO) build --release --locked -p containerd-shim-wasmpod -p wasmpod-fixtures
+
+fixtures: build
+	test/wasm/build.sh $(FIXTURES)
+
+demo: fixtures
+	test/demo.sh $(FIXTURES)
+
+test: unit integration
+
+unit: deps
+	$(CARGO) test --release --locked --workspace
+
+integration: fixtures
+	@for suite in $(SUITES); do test/integration.sh $$suite $(FIXTURES) || exit 1; done
+
+bench: fixtures
+	test/bench.py $(FIXTURES)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+clean:
+	for suite in $(SUITES); do test/containerd.sh stop $$suite; done
+	$(CARGO) clean

@@ -1,0 +1,187 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use sha2::{Digest, Sha256};
+
+use crate::{WasmKind, WasmSource};
+
+/// Largest Wasm file the shim reads (1 GiB). Bigger files are refused before
+/// they are read so a bad image cannot exhaust the node's memory.
+pub const MAX_WASM_SIZE: u64 = 1 << 30;
+
+/// Why the Wasm program could not be taken from the container's rootfs.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The OCI spec has no `process.args`, so there is no entrypoint to run.
+    #[error(
+        "the container has no command: set the image CMD/ENTRYPOINT or the pod's command to the .wasm file to run"
+    )]
+    NoEntrypoint,
+    /// The root filesystem directory itself could not be opened.
+    #[error("cannot open the container root filesystem {}", path.display())]
+    Rootfs {
+        /// The rootfs directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The entrypoint does not exist in the image (or escapes its rootfs).
+    #[error("entrypoint {entrypoint} was not found in the container image")]
+    NotFound {
+        /// `process.args[0]` as given.
+        entrypoint: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The entrypoint exists but is a directory or special file.
+    #[error("entrypoint {entrypoint} is not a regular file")]
+    NotAFile {
+        /// `process.args[0]` as given.
+        entrypoint: String,
+    },
+    /// The entrypoint is larger than [`MAX_WASM_SIZE`].
+    #[error(
+        "entrypoint {entrypoint} is {size} bytes, more than the {MAX_WASM_SIZE} bytes wasmpod accepts"
+    )]
+    TooLarge {
+        /// `process.args[0]` as given.
+        entrypoint: String,
+        /// Its size on disk.
+        size: u64,
+    },
+    /// Reading the file failed part way.
+    #[error("cannot read entrypoint {entrypoint}")]
+    Read {
+        /// `process.args[0]` as given.
+        entrypoint: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is there but is not a Wasm module or component.
+    #[error(
+        "entrypoint {entrypoint} is not a WebAssembly module or component (it starts with {preamble}); this runtime runs only Wasm, use runc for native images"
+    )]
+    NotWasm {
+        /// `process.args[0]` as given.
+        entrypoint: String,
+        /// The first bytes, hex encoded, to help tell an ELF or a script apart.
+        preamble: String,
+    },
+}
+
+/// Reads the Wasm program named by `entrypoint` (the container's
+/// `process.args[0]`) from the root filesystem at `rootfs`.
+///
+/// The path is resolved inside `rootfs` as if it were `/`: `..` and symlinks
+/// cannot reach the host's files, because the shim reads as root.
+pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, SourceError> {
+    if entrypoint.is_empty() {
+        return Err(SourceError::NoEntrypoint);
+    }
+    let root = Dir::open_ambient_dir(rootfs, ambient_authority()).map_err(|source| {
+        SourceError::Rootfs {
+            path: rootfs.to_path_buf(),
+            source,
+        }
+    })?;
+    let relative = entrypoint.trim_start_matches('/');
+    let not_found = |source| SourceError::NotFound {
+        entrypoint: entrypoint.to_owned(),
+        source,
+    };
+    let file = root.open(relative).map_err(not_found)?;
+    let meta = file.metadata().map_err(not_found)?;
+    if !meta.is_file() {
+        return Err(SourceError::NotAFile {
+            entrypoint: entrypoint.to_owned(),
+        });
+    }
+    if meta.len() > MAX_WASM_SIZE {
+        return Err(SourceError::TooLarge {
+            entrypoint: entrypoint.to_owned(),
+            size: meta.len(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.into_std()
+        .take(MAX_WASM_SIZE)
+        .read_to_end(&mut bytes)
+        .map_err(|source| SourceError::Read {
+            entrypoint: entrypoint.to_owned(),
+            source,
+        })?;
+    let Some(kind) = WasmKind::detect(&bytes) else {
+        let preamble = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return Err(SourceError::NotWasm {
+            entrypoint: entrypoint.to_owned(),
+            preamble,
+        });
+    };
+    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    Ok(WasmSource {
+        bytes,
+        digest,
+        kind,
+        origin: format!("rootfs:{entrypoint}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app.wasm"), MODULE).expect("write");
+        std::fs::write(dir.path().join("app.sh"), b"#!/bin/sh\n").expect("write");
+        std::fs::create_dir(dir.path().join("bin")).expect("mkdir");
+        dir
+    }
+
+    #[test]
+    fn reads_wasm_and_digests_it() {
+        let dir = rootfs();
+        let src = read_from_rootfs(dir.path(), "/app.wasm").expect("read");
+        assert_eq!(src.kind, WasmKind::Module);
+        assert_eq!(src.bytes, MODULE);
+        assert_eq!(src.digest, format!("sha256:{:x}", Sha256::digest(MODULE)),);
+        assert_eq!(src.origin, "rootfs:/app.wasm");
+    }
+
+    #[test]
+    fn explains_each_refusal() {
+        let dir = rootfs();
+        let err = |e: &str| read_from_rootfs(dir.path(), e).expect_err(e);
+        assert!(matches!(err(""), SourceError::NoEntrypoint));
+        assert!(matches!(err("/missing.wasm"), SourceError::NotFound { .. }));
+        assert!(matches!(err("/bin"), SourceError::NotAFile { .. }));
+        let not_wasm = err("/app.sh");
+        assert!(matches!(not_wasm, SourceError::NotWasm { .. }));
+        assert!(not_wasm.to_string().contains("2321"), "{not_wasm}");
+    }
+
+    #[test]
+    fn cannot_leave_the_rootfs() {
+        let outer = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outer.path().join("secret.wasm"), MODULE).expect("write");
+        let root = outer.path().join("root");
+        std::fs::create_dir(&root).expect("mkdir");
+        std::os::unix::fs::symlink(outer.path().join("secret.wasm"), root.join("abs.wasm"))
+            .expect("symlink");
+        std::os::unix::fs::symlink("../secret.wasm", root.join("rel.wasm")).expect("symlink");
+        for entry in ["/../secret.wasm", "/abs.wasm", "/rel.wasm"] {
+            let err = read_from_rootfs(&root, entry).expect_err(entry);
+            assert!(
+                matches!(err, SourceError::NotFound { .. }),
+                "{entry}: {err}"
+            );
+        }
+    }
+}

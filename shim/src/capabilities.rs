@@ -1,0 +1,192 @@
+//! What a guest is allowed to do, derived from its container spec.
+//!
+//! Deny by default: the guest gets its args, its env, the container's root
+//! filesystem and the directories the spec binds in, and nothing else. No
+//! host environment, no network, no host paths outside the bundle and its
+//! mounts. Every grant is set explicitly on the [`WasiCtxBuilder`] instead of
+//! relying on wasmtime-wasi's defaults.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::spec::ContainerSpec;
+
+/// A capability could not be granted.
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    /// A directory to preopen could not be opened on the host.
+    #[error("cannot give the guest {guest} (host directory {}): open failed", host.display())]
+    Preopen {
+        /// Host directory.
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// What wasmtime-wasi reported.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// A host directory visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// Host directory.
+    pub host: PathBuf,
+    /// Path the guest uses.
+    pub guest: String,
+    /// Read-only when true.
+    pub readonly: bool,
+}
+
+/// Everything one guest is granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    /// Command line, `args[0]` first.
+    pub args: Vec<String>,
+    /// Environment, exactly as the spec gives it.
+    pub env: Vec<(String, String)>,
+    /// Initial working directory (WASI `initial-cwd`).
+    pub cwd: String,
+    /// Directories, root filesystem first.
+    pub preopens: Vec<Preopen>,
+}
+
+impl Grants {
+    /// What `spec` grants.
+    pub fn for_container(spec: &ContainerSpec) -> Self {
+        let root = Preopen {
+            host: spec.rootfs.clone(),
+            guest: "/".to_owned(),
+            readonly: spec.rootfs_readonly,
+        };
+        let mounts = spec.mounts.iter().map(|m| Preopen {
+            host: m.host.clone(),
+            guest: m.guest.clone(),
+            readonly: m.readonly,
+        });
+        Self {
+            args: spec.args.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            preopens: std::iter::once(root).chain(mounts).collect(),
+        }
+    }
+
+    /// Sets every grant on `builder`, and denies all that is not granted.
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), CapabilityError> {
+        builder
+            .args(&self.args)
+            .envs(&self.env)
+            .initial_cwd(&self.cwd)
+            // Sockets: none. wasmtime-wasi's own defaults have changed across
+            // releases, so each switch is set, and the address check refuses
+            // anything that slips past them.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        for p in &self.preopens {
+            let perms = if p.readonly {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&p.host, &p.guest, perms)
+                .map_err(|source| CapabilityError::Preopen {
+                    host: p.host.clone(),
+                    guest: p.guest.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// One line for containerd's log: what the guest was granted.
+impl fmt::Display for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "args={} env=[", self.args.len())?;
+        for (i, (k, _)) in self.env.iter().enumerate() {
+            write!(f, "{}{k}", if i == 0 { "" } else { "," })?;
+        }
+        write!(f, "] cwd={} dirs=[", self.cwd)?;
+        for (i, p) in self.preopens.iter().enumerate() {
+            let mode = if p.readonly { "ro" } else { "rw" };
+            write!(f, "{}{}:{mode}", if i == 0 { "" } else { "," }, p.guest)?;
+        }
+        write!(f, "] network=none")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::spec::{ContainerRole, DirMount};
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            role: ContainerRole::Guest,
+            args: vec!["/app.wasm".into(), "x".into()],
+            env: vec![("A".into(), "1".into()), ("SECRET".into(), "s".into())],
+            cwd: "/".into(),
+            rootfs: "/bundle/rootfs".into(),
+            rootfs_readonly: true,
+            mounts: vec![DirMount {
+                host: "/var/data".into(),
+                guest: "/data".into(),
+                readonly: false,
+            }],
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn grants_exactly_the_spec() {
+        let g = Grants::for_container(&spec());
+        assert_eq!(g.args, ["/app.wasm", "x"]);
+        assert_eq!(g.env.len(), 2);
+        assert_eq!(
+            g.preopens,
+            [
+                Preopen {
+                    host: "/bundle/rootfs".into(),
+                    guest: "/".into(),
+                    readonly: true
+                },
+                Preopen {
+                    host: "/var/data".into(),
+                    guest: "/data".into(),
+                    readonly: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn summary_names_env_keys_but_not_values() {
+        let line = Grants::for_container(&spec()).to_string();
+        assert_eq!(
+            line,
+            "args=2 env=[A,SECRET] cwd=/ dirs=[/:ro,/data:rw] network=none"
+        );
+        assert!(!line.contains("=s"), "values must stay out of logs: {line}");
+    }
+
+    #[test]
+    fn missing_host_directory_is_an_error() {
+        let mut s = spec();
+        s.rootfs = Path::new("/nonexistent/wasmpod/rootfs").into();
+        let err = Grants::for_container(&s)
+            .apply(&mut WasiCtxBuilder::new())
+            .expect_err("missing dir");
+        assert!(
+            err.to_string().contains("/nonexistent/wasmpod/rootfs"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The one Wasmtime engine a shim process shares between all its containers,
+//! and turning Wasm bytes into something ready to instantiate.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wasmpod_oci::{WasmKind, WasmSource};
+use wasmtime::component::{Component, Linker as ComponentLinker};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use crate::cache::{self, CodeCache, Lookup};
+
+/// Why a program could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine configuration was refused (a bug, or an unsupported CPU).
+    #[error("cannot configure Wasmtime")]
+    Config(#[source] wasmtime::Error),
+    /// The bytes are not valid Wasm (truncated, corrupt, unsupported feature).
+    #[error("{origin} is not a valid WebAssembly {kind}")]
+    Compile {
+        /// Where the bytes came from.
+        origin: String,
+        /// Module or component.
+        kind: WasmKind,
+        /// Wasmtime's explanation.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The program needs imports the shim does not provide, or lacks the
+    /// entry point of a command.
+    #[error(
+        "{origin} cannot run here: wasmpod runs WASI preview 2 command components (wasi:cli/run) and WASI preview 1 modules (_start)"
+    )]
+    Unsupported {
+        /// Where the bytes came from.
+        origin: String,
+        /// What was missing or extra.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// Store data for a component guest.
+pub struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl ComponentState {
+    /// Wraps a built WASI context.
+    pub fn new(wasi: WasiCtx) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A program linked against WASI and ready to instantiate, many times if
+/// need be.
+#[derive(Clone)]
+pub enum Program {
+    /// A preview 1 module; its `_start` is the entry point.
+    Module(InstancePre<WasiP1Ctx>),
+    /// A preview 2 command component.
+    Component(CommandPre<ComponentState>),
+}
+
+/// How a program was obtained, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded from the node cache.
+    Cached,
+    /// Compiled now (and stored, if the cache is writable).
+    Compiled,
+}
+
+/// The shim's engine, its WASI linkers and its code cache.
+pub struct WasmEngine {
+    engine: Engine,
+    cache: CodeCache,
+    modules: Linker<WasiP1Ctx>,
+    components: ComponentLinker<ComponentState>,
+}
+
+impl WasmEngine {
+    /// Builds the engine. `cache_dir` is the node-wide compiled-code cache.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
+        let mut config = Config::new();
+        // Epochs let a kill stop a guest that never returns to the host;
+        // nothing advances the epoch except a kill, so running costs nothing.
+        config
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(EngineError::Config)?;
+        let mut modules = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |s| s).map_err(EngineError::Config)?;
+        let mut components = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut components).map_err(EngineError::Config)?;
+        let cache = CodeCache::new(cache_dir, &engine);
+        Ok(Self {
+            engine,
+            cache,
+            modules,
+            components,
+        })
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The node-wide code cache.
+    pub fn cache(&self) -> &CodeCache {
+        &self.cache
+    }
+
+    /// Compiles `source` (or loads it from the cache) and links it against
+    /// WASI, so that a bad program fails here, at create, and not at start.
+    pub fn prepare(&self, source: &WasmSource) -> Result<(Program, Origin), EngineError> {
+        let unsupported = |source_err| EngineError::Unsupported {
+            origin: source.origin.clone(),
+            source: source_err,
+        };
+        match source.kind {
+            WasmKind::Module => {
+                let (module, origin) = self.compiled(
+                    source,
+                    |path| cache::load_module(&self.engine, path),
+                    || Module::new(&self.engine, &source.bytes),
+                    Module::serialize,
+                )?;
+                if module.get_export("_start").is_none() {
+                    return Err(unsupported(wasmtime::format_err!(
+                        "the module exports no `_start` function (is it a library or reactor?)"
+                    )));
+                }
+                let pre = self.modules.instantiate_pre(&module).map_err(unsupported)?;
+                Ok((Program::Module(pre), origin))
+            }
+            WasmKind::Component => {
+                let (component, origin) = self.compiled(
+                    source,
+                    |path| cache::load_component(&self.engine, path),
+                    || Component::new(&self.engine, &source.bytes),
+                    Component::serialize,
+                )?;
+                let pre = self
+                    .components
+                    .instantiate_pre(&component)
+                    .map_err(unsupported)?;
+                let command = CommandPre::new(pre).map_err(unsupported)?;
+                Ok((Program::Component(command), origin))
+            }
+        }
+    }
+
+    fn compiled<T>(
+        &self,
+        source: &WasmSource,
+        load: impl FnOnce(&std::path::Path) -> wasmtime::Result<T>,
+        compile: impl FnOnce() -> wasmtime::Result<T>,
+        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+    ) -> Result<(T, Origin), EngineError> {
+        match self.cache.lookup(&source.digest, load) {
+            Lookup::Hit(code) => {
+                tracing::debug!(digest = %source.digest, "loaded compiled code from the cache");
+                return Ok((code, Origin::Cached));
+            }
+            Lookup::Miss => {}
+            Lookup::Corrupt(reason) => tracing::warn!(
+                digest = %source.digest,
+                %reason,
+                corrupt_total = self.cache.stats.corrupt.load(std::sync::atomic::Ordering::Relaxed),
+                "discarded a corrupt compiled-code cache entry; compiling again"
+            ),
+        }
+        let started = Instant::now();
+        let code = compile().map_err(|e| EngineError::Compile {
+            origin: source.origin.clone(),
+            kind: source.kind,
+            source: e,
+        })?;
+        tracing::info!(
+            digest = %source.digest,
+            kind = %source.kind,
+            bytes = source.bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "compiled"
+        );
+        match serialize(&code) {
+            Ok(artifact) => {
+                if let Err(e) = self.cache.store(&source.digest, &artifact) {
+                    tracing::warn!(error = %e, "compiled code not cached; the next start compiles again");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize compiled code"),
+        }
+        Ok((code, Origin::Compiled))
+    }
+}

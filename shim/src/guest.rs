@@ -1,0 +1,225 @@
+//! One running Wasm guest: its thread, its store, how it ends.
+//!
+//! Each guest runs on its own OS thread with a single-threaded tokio runtime,
+//! so a guest blocked in a host call (a write to a full pipe, a sleep) never
+//! holds up the shim's ttrpc server or the other guests of the pod. A kill
+//! ends it two ways at once: the epoch is advanced so Wasm code in a loop
+//! traps at its next loop header, and the future the guest runs in is
+//! dropped so a guest parked in a host call stops there.
+
+use std::fs::File;
+use std::io::Write;
+
+use tokio::sync::watch;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::cli::{InputFile, OutputFile};
+
+use crate::capabilities::{CapabilityError, Grants};
+use crate::engine::{ComponentState, Program};
+
+/// Exit status of a guest ended by a trap (128 + SIGABRT, as a native
+/// process that aborts).
+pub const TRAP_STATUS: u32 = 134;
+
+/// The standard streams containerd gave the container.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    /// Read end for the guest's stdin; `None` reads as empty.
+    pub stdin: Option<File>,
+    /// Where the guest's stdout goes; `None` discards it.
+    pub stdout: Option<File>,
+    /// Where the guest's stderr goes; `None` discards it.
+    pub stderr: Option<File>,
+}
+
+/// Asks a running guest to stop.
+#[derive(Debug, Clone)]
+pub struct KillSwitch {
+    engine: Engine,
+    signal: watch::Sender<i32>,
+}
+
+impl KillSwitch {
+    /// Stops the guest as if by `signal` (a terminating signal number).
+    pub fn kill(&self, signal: i32) {
+        // Keep the first signal: it decides the exit status.
+        self.signal.send_if_modified(|s| {
+            let first = *s == 0;
+            if first {
+                *s = signal;
+            }
+            first
+        });
+        // Every store of this engine sees the tick; only the killed one's
+        // callback interrupts, the others carry on.
+        self.engine.increment_epoch();
+    }
+}
+
+/// How a guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The status containerd reports (`exit(n)` gives n, signals 128+n).
+    pub status: u32,
+}
+
+/// Starts `program` on a new thread; `on_exit` runs on that thread once the
+/// guest has ended, whichever way.
+pub fn spawn(
+    engine: &Engine,
+    program: Program,
+    grants: &Grants,
+    stdio: Stdio,
+    name: &str,
+    on_exit: impl FnOnce(Exit) + Send + 'static,
+) -> Result<KillSwitch, SpawnError> {
+    let mut builder = WasiCtxBuilder::new();
+    grants.apply(&mut builder)?;
+    let stderr_copy = stdio.stderr.as_ref().and_then(|f| f.try_clone().ok());
+    if let Some(f) = stdio.stdin {
+        builder.stdin(InputFile::new(f));
+    }
+    if let Some(f) = stdio.stdout {
+        builder.stdout(OutputFile::new(f));
+    }
+    if let Some(f) = stdio.stderr {
+        builder.stderr(OutputFile::new(f));
+    }
+    let (tx, rx) = watch::channel(0);
+    let switch = KillSwitch {
+        engine: engine.clone(),
+        signal: tx,
+    };
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name(format!("guest-{name}"))
+        .spawn(move || {
+            let exit = run_to_exit(&engine, program, builder, rx, stderr_copy);
+            on_exit(exit);
+        })
+        .map_err(SpawnError::Thread)?;
+    Ok(switch)
+}
+
+/// The guest could not be started at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Its capabilities could not be set up.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    /// The OS refused a thread.
+    #[error("cannot start a thread for the guest")]
+    Thread(#[source] std::io::Error),
+}
+
+fn run_to_exit(
+    engine: &Engine,
+    program: Program,
+    builder: WasiCtxBuilder,
+    mut kill: watch::Receiver<i32>,
+    stderr: Option<File>,
+) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(stderr, &format!("cannot start the guest's runtime: {e}"));
+            return Exit { status: 1 };
+        }
+    };
+    let killed = kill.clone();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            biased;
+            signal = kill.wait_for(|s| *s != 0) => Err(signal.map(|s| *s).unwrap_or(libc::SIGKILL)),
+            result = run(engine, program, builder, killed.clone()) => Ok(result),
+        }
+    });
+    let signal = *killed.borrow();
+    match outcome {
+        Err(signal) => Exit {
+            status: 128 + signal as u32,
+        },
+        // A trap raised by our own epoch callback is the kill, not a bug.
+        Ok(_) if signal != 0 => Exit {
+            status: 128 + signal as u32,
+        },
+        Ok(Ok(status)) => Exit { status },
+        Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => Exit {
+                status: exit.0 as u32,
+            },
+            None => {
+                report(stderr, &format!("the guest trapped: {error:?}"));
+                Exit {
+                    status: TRAP_STATUS,
+                }
+            }
+        },
+    }
+}
+
+fn report(stderr: Option<File>, message: &str) {
+    tracing::info!("{message}");
+    if let Some(mut f) = stderr {
+        // The stream may be gone with its reader; the log line above stays.
+        let _ = writeln!(f, "wasmpod: {message}");
+    }
+}
+
+/// Runs the guest to completion; `Ok` carries its exit status.
+async fn run(
+    engine: &Engine,
+    program: Program,
+    mut builder: WasiCtxBuilder,
+    kill: watch::Receiver<i32>,
+) -> wasmtime::Result<u32> {
+    match program {
+        Program::Module(pre) => {
+            let mut store = Store::new(engine, builder.build_p1());
+            arm(&mut store, kill);
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await?;
+            Ok(0)
+        }
+        Program::Component(pre) => {
+            let mut store = Store::new(engine, ComponentState::new(builder.build()));
+            arm(&mut store, kill);
+            let command = pre.instantiate_async(&mut store).await?;
+            let result = command.wasi_cli_run().call_run(&mut store).await?;
+            Ok(if result.is_ok() { 0 } else { 1 })
+        }
+    }
+}
+
+/// Makes the store trap at the next epoch tick once the guest is killed.
+fn arm<T: 'static>(store: &mut Store<T>, kill: watch::Receiver<i32>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if *kill.borrow() != 0 {
+            Err(Trap::Interrupt.into())
+        } else {
+            Ok(UpdateDeadline::Continue(1))
+        }
+    });
+}
+
+/// Whether delivering `signal` to a native process would end it. Signals
+/// whose default action is to ignore or stop are refused for Wasm guests.
+pub fn terminates(signal: i32) -> bool {
+    !matches!(
+        signal,
+        0 | libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}

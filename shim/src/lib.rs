@@ -1,0 +1,21 @@
+//! containerd shim v2 that runs WebAssembly under Wasmtime in place of a
+//! Linux container.
+//!
+//! Data flows one way: containerd's request ([`service`]) -> the bundle's
+//! spec ([`spec`]) -> what the guest may do ([`capabilities`]) -> compiled
+//! code ([`engine`], [`cache`]) -> a running guest ([`guest`], [`task`]) ->
+//! events back to containerd.
+
+pub mod cache;
+pub mod capabilities;
+pub mod daemon;
+pub mod engine;
+pub mod error;
+pub mod guest;
+pub mod logging;
+pub mod service;
+pub mod shim;
+pub mod spec;
+pub mod stdio;
+pub mod sys;
+pub mod task;

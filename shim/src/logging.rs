@@ -1,0 +1,28 @@
+//! Logs go to the `log` fifo containerd opens in the bundle directory, so
+//! they appear in containerd's own log next to its lines for the container.
+
+use std::fs::OpenOptions;
+use std::sync::Mutex;
+
+use tracing_subscriber::EnvFilter;
+
+/// Sends `tracing` (and the `log` records of containerd-shim) to the shim
+/// log fifo when it exists, else to stderr. `debug` is containerd's
+/// `-debug` flag; `RUST_LOG` overrides both.
+pub fn init(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false);
+    // The fifo exists only in the daemon's working directory (the bundle).
+    let result = match OpenOptions::new().write(true).open("log") {
+        Ok(fifo) => builder.with_writer(Mutex::new(fifo)).try_init(),
+        Err(_) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("wasmpod: logging not set up: {e}");
+    }
+}

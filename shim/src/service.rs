@@ -1,0 +1,680 @@
+//! The ttrpc task service containerd talks to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, Empty, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status, WaitRequest,
+    WaitResponse,
+};
+use containerd_shim::event::Event;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
+
+use crate::capabilities::Grants;
+use crate::engine::{Origin, WasmEngine};
+use crate::error::TaskError;
+use crate::spec::{ContainerRole, ContainerSpec};
+use crate::stdio::StdioPaths;
+use crate::task::{Exited, State, Task};
+
+/// Where task events go: containerd's event service in production, a
+/// channel in tests.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes one event; failures are the sink's to log.
+    async fn publish(&self, event: Box<dyn Event>);
+}
+
+/// The task service of one shim process (one pod, or one container).
+pub struct TaskService<E> {
+    engine: Arc<WasmEngine>,
+    tasks: Mutex<HashMap<String, Task>>,
+    events: Arc<E>,
+    exit: Arc<ExitSignal>,
+    pid: u32,
+}
+
+fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
+    MessageField::some(Timestamp::from(at))
+}
+
+impl<E: EventSink> TaskService<E> {
+    /// A service running guests on `engine`, reporting to `events`;
+    /// `exit` is signalled when containerd shuts the last task down.
+    pub fn new(engine: Arc<WasmEngine>, events: E, exit: Arc<ExitSignal>) -> Self {
+        Self {
+            engine,
+            tasks: Mutex::default(),
+            events: Arc::new(events),
+            exit,
+            pid: std::process::id(),
+        }
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Task>> {
+        // A panic while the lock was held leaves the map consistent (every
+        // mutation is a single insert/remove/assignment), so keep serving.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_task<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Task) -> Result<T, TaskError>,
+    ) -> Result<T, TaskError> {
+        let mut tasks = self.tasks();
+        let task = tasks
+            .get_mut(id)
+            .ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
+        f(task)
+    }
+
+    fn exit_event(&self, id: &str, exited: Exited) -> TaskExit {
+        TaskExit {
+            container_id: id.to_owned(),
+            id: id.to_owned(),
+            pid: self.pid,
+            exit_status: exited.status,
+            exited_at: timestamp(exited.at),
+            ..Default::default()
+        }
+    }
+
+    async fn create_task(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
+        if self.tasks().contains_key(&req.id) {
+            return Err(TaskError::AlreadyExists(req.id));
+        }
+        if req.terminal {
+            return Err(TaskError::Unsupported("a terminal (tty)"));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = ContainerSpec::load(&bundle)?;
+        let mounted = if req.rootfs.is_empty() {
+            None
+        } else {
+            crate::sys::mount_rootfs(&req.rootfs, &spec.rootfs).await?;
+            Some(spec.rootfs.clone())
+        };
+        let stdio_paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        let prepared = self.prepare(&req.id, bundle, spec, stdio_paths).await;
+        let mut task = match prepared {
+            Ok(task) => task,
+            Err(e) => {
+                if let Some(rootfs) = &mounted
+                    && let Err(unmount) = crate::sys::unmount_rootfs(rootfs)
+                {
+                    tracing::warn!(id = %req.id, error = %crate::error::chain(&unmount), "cleanup after a failed create");
+                }
+                return Err(e);
+            }
+        };
+        task.mounted_rootfs = mounted;
+        self.tasks().insert(req.id.clone(), task);
+        self.events
+            .publish(Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin,
+                    stdout: req.stdout,
+                    stderr: req.stderr,
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid: self.pid,
+                ..Default::default()
+            }))
+            .await;
+        Ok(CreateTaskResponse {
+            pid: self.pid,
+            ..Default::default()
+        })
+    }
+
+    /// Reads, compiles and links the guest and opens its streams, off the
+    /// async threads: compiling can take seconds.
+    async fn prepare(
+        &self,
+        id: &str,
+        bundle: PathBuf,
+        spec: ContainerSpec,
+        stdio_paths: StdioPaths,
+    ) -> Result<Task, TaskError> {
+        let engine = self.engine.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let grants = Grants::for_container(&spec);
+            let program = match spec.role {
+                ContainerRole::Sandbox => {
+                    tracing::info!(%id, "pod sandbox created");
+                    None
+                }
+                ContainerRole::Guest => {
+                    let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
+                    let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
+                    let (program, origin) = engine.prepare(&source)?;
+                    tracing::info!(
+                        %id,
+                        kind = %source.kind,
+                        origin = %source.origin,
+                        digest = %source.digest,
+                        cached = origin == Origin::Cached,
+                        granted = %grants,
+                        "container created"
+                    );
+                    Some(program)
+                }
+            };
+            let stdio = stdio_paths.open()?;
+            Ok(Task::new(
+                id,
+                bundle,
+                spec.role,
+                grants,
+                program,
+                stdio,
+                stdio_paths,
+            ))
+        })
+        .await
+        .unwrap_or_else(|join| {
+            tracing::error!(error = %join, "preparing the container panicked");
+            Err(TaskError::Unsupported(
+                "this container (preparing it crashed; see the containerd log)",
+            ))
+        })
+    }
+
+    async fn start_task(&self, id: &str) -> Result<StartResponse, TaskError> {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Handle::current();
+        let events = self.events.clone();
+        let exit_events = self.exit_event(
+            id,
+            Exited {
+                status: 0,
+                at: SystemTime::now(),
+            },
+        );
+        let id_owned = id.to_owned();
+        self.with_task(id, |task| {
+            task.start(self.engine.engine(), move |exited| {
+                tracing::info!(id = %id_owned, status = exited.status, "container exited");
+                runtime.spawn(async move {
+                    // TaskStart goes out first, whatever the race.
+                    let _ = started_rx.await;
+                    let event = TaskExit {
+                        exit_status: exited.status,
+                        exited_at: timestamp(exited.at),
+                        ..exit_events
+                    };
+                    events.publish(Box::new(event)).await;
+                });
+            })
+        })?;
+        self.events
+            .publish(Box::new(TaskStart {
+                container_id: id.to_owned(),
+                pid: self.pid,
+                ..Default::default()
+            }))
+            .await;
+        let _ = started_tx.send(());
+        tracing::info!(%id, "container started");
+        Ok(StartResponse {
+            pid: self.pid,
+            ..Default::default()
+        })
+    }
+
+    async fn kill_task(&self, req: KillRequest) -> Result<(), TaskError> {
+        let signal = req.signal as i32;
+        if !crate::guest::terminates(signal) {
+            return match signal {
+                // Signal 0 asks whether the task is alive.
+                0 => self.with_task(&req.id, |t| match t.exited() {
+                    None => Ok(()),
+                    Some(_) => Err(TaskError::State {
+                        id: req.id.clone(),
+                        state: "already stopped",
+                    }),
+                }),
+                _ => Err(TaskError::Signal(signal)),
+            };
+        }
+        let ended = self.with_task(&req.id, |t| t.kill(signal))?;
+        tracing::info!(id = %req.id, signal, "container killed");
+        if let Some(exited) = ended {
+            self.events
+                .publish(Box::new(self.exit_event(&req.id, exited)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn delete_task(&self, req: DeleteRequest) -> Result<DeleteResponse, TaskError> {
+        if !req.exec_id.is_empty() {
+            return Err(TaskError::NotFound(format!(
+                "{} exec {}",
+                req.id, req.exec_id
+            )));
+        }
+        let exited = self.with_task(&req.id, |task| {
+            if let State::Created { .. } = task.state {
+                // Deleting a container that never started ends it, as
+                // runc's delete does.
+                return Ok(task.kill(libc::SIGKILL)?.unwrap_or(Exited {
+                    status: 128 + libc::SIGKILL as u32,
+                    at: SystemTime::now(),
+                }));
+            }
+            task.reap();
+            task.exited().ok_or_else(|| TaskError::State {
+                id: req.id.clone(),
+                state: "still running (kill it first)",
+            })
+        })?;
+        let task = self.tasks().remove(&req.id);
+        if let Some(rootfs) = task.as_ref().and_then(|t| t.mounted_rootfs.as_ref()) {
+            crate::sys::unmount_rootfs(rootfs)?;
+        }
+        self.events
+            .publish(Box::new(TaskDelete {
+                container_id: req.id.clone(),
+                id: req.id.clone(),
+                pid: self.pid,
+                exit_status: exited.status,
+                exited_at: timestamp(exited.at),
+                ..Default::default()
+            }))
+            .await;
+        tracing::info!(id = %req.id, status = exited.status, "container deleted");
+        Ok(DeleteResponse {
+            pid: self.pid,
+            exit_status: exited.status,
+            exited_at: timestamp(exited.at),
+            ..Default::default()
+        })
+    }
+}
+
+fn unsupported<T>(what: &'static str) -> TtrpcResult<T> {
+    Err(TaskError::Unsupported(what).into())
+}
+
+#[async_trait]
+impl<E: EventSink> containerd_shim::Task for TaskService<E> {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        let id = req.id.clone();
+        self.create_task(req).await.map_err(|e| {
+            tracing::warn!(%id, error = %crate::error::chain(&e), "create failed");
+            e.into()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        if !req.exec_id.is_empty() {
+            return unsupported("exec");
+        }
+        Ok(self.start_task(&req.id).await?)
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        let pid = self.pid;
+        Ok(self.with_task(&req.id, |t| {
+            let exited = t.exited();
+            let status = match (&t.state, exited) {
+                (_, Some(_)) => Status::STOPPED,
+                (State::Created { .. }, None) => Status::CREATED,
+                _ => Status::RUNNING,
+            };
+            Ok(StateResponse {
+                id: t.id.clone(),
+                bundle: t.bundle.to_string_lossy().into_owned(),
+                pid,
+                status: status.into(),
+                stdin: t.stdio.stdin.clone(),
+                stdout: t.stdio.stdout.clone(),
+                stderr: t.stdio.stderr.clone(),
+                exit_status: exited.map_or(0, |e| e.status),
+                exited_at: exited.map_or_else(MessageField::none, |e| timestamp(e.at)),
+                ..Default::default()
+            })
+        })?)
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        let mut exit = self.with_task(&req.id, |t| Ok(t.exit_watch()))?;
+        let exited = match exit.wait_for(Option::is_some).await {
+            Ok(e) => *e,
+            // The task was deleted while we waited; it has no status left.
+            Err(_) => None,
+        };
+        let exited = exited.ok_or_else(|| TaskError::NotFound(req.id.clone()))?;
+        Ok(WaitResponse {
+            exit_status: exited.status,
+            exited_at: timestamp(exited.at),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        if !req.exec_id.is_empty() {
+            return unsupported("exec");
+        }
+        self.kill_task(req).await?;
+        Ok(Empty::new())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        Ok(self.delete_task(req).await?)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        self.with_task(&req.id, |_| Ok(()))?;
+        Ok(PidsResponse {
+            processes: vec![ProcessInfo {
+                pid: self.pid,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        self.with_task(&req.id, |_| Ok(()))?;
+        // Per-container usage comes with cgroup placement; until then an
+        // empty v1 metrics message keeps `ctr task metrics` working.
+        let metrics = containerd_shim::protos::cgroups::metrics::Metrics::new();
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
+            .map_err(|e| ttrpc_internal(&e))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        self.with_task(&req.id, |_| Ok(()))?;
+        Ok(ConnectResponse {
+            shim_pid: self.pid,
+            task_pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        self.with_task(&req.id, |_| Ok(()))?;
+        Ok(Empty::new())
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if self.tasks().is_empty() {
+            tracing::info!("no containers left; shim exits");
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::ExecProcessRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("exec")
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::ResizePtyRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("a terminal (tty)")
+    }
+
+    async fn pause(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::PauseRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("pause")
+    }
+
+    async fn resume(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::ResumeRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("resume")
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("checkpoint")
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: containerd_shim::api::UpdateTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("update")
+    }
+}
+
+fn ttrpc_internal(e: &dyn std::error::Error) -> containerd_shim::protos::ttrpc::Error {
+    use containerd_shim::protos::ttrpc;
+    ttrpc::Error::RpcStatus(ttrpc::get_status(
+        ttrpc::Code::INTERNAL,
+        crate::error::chain(e),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Records the topic and exit status of every event.
+    #[derive(Default, Clone)]
+    struct Recorder(Arc<StdMutex<Vec<(String, Option<u32>)>>>);
+
+    #[async_trait]
+    impl EventSink for Recorder {
+        async fn publish(&self, event: Box<dyn Event>) {
+            let any: &dyn std::any::Any = event.as_ref() as &dyn std::any::Any;
+            let status = any
+                .downcast_ref::<TaskExit>()
+                .map(|e| e.exit_status)
+                .or_else(|| any.downcast_ref::<TaskDelete>().map(|e| e.exit_status));
+            self.0.lock().expect("lock").push((event.topic(), status));
+        }
+    }
+
+    fn sandbox_bundle(dir: &std::path::Path) {
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/pause"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "annotations": {
+                crate::spec::CONTAINER_TYPE_ANNOTATION: "sandbox",
+                crate::spec::SANDBOX_ID_ANNOTATION: "pod-1",
+            }
+        });
+        std::fs::create_dir_all(dir.join("rootfs")).expect("rootfs");
+        std::fs::write(dir.join("config.json"), spec.to_string()).expect("config");
+    }
+
+    fn service(dir: &std::path::Path) -> (TaskService<Recorder>, Recorder) {
+        let engine = Arc::new(WasmEngine::new(dir.join("cache")).expect("engine"));
+        let events = Recorder::default();
+        (
+            TaskService::new(engine, events.clone(), Arc::default()),
+            events,
+        )
+    }
+
+    fn create_request(id: &str, bundle: &std::path::Path) -> CreateTaskRequest {
+        CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    async fn wait(svc: &TaskService<Recorder>, id: &str) -> Exited {
+        let mut rx = svc.with_task(id, |t| Ok(t.exit_watch())).expect("task");
+        rx.wait_for(Option::is_some)
+            .await
+            .expect("exit")
+            .expect("some")
+    }
+
+    #[tokio::test]
+    async fn pod_sandbox_holds_until_killed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        sandbox_bundle(tmp.path());
+        let (svc, events) = service(tmp.path());
+        svc.create_task(create_request("pod-1", tmp.path()))
+            .await
+            .expect("create");
+        svc.start_task("pod-1").await.expect("start");
+
+        let waiting = tokio::time::timeout(Duration::from_millis(200), wait(&svc, "pod-1")).await;
+        assert!(waiting.is_err(), "a sandbox must not exit by itself");
+        let refused = svc
+            .delete_task(DeleteRequest {
+                id: "pod-1".into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(TaskError::State { .. })),
+            "running tasks are not deleted"
+        );
+
+        svc.kill_task(KillRequest {
+            id: "pod-1".into(),
+            signal: 15,
+            ..Default::default()
+        })
+        .await
+        .expect("kill");
+        assert_eq!(
+            wait(&svc, "pod-1").await.status,
+            0,
+            "SIGTERM stops it cleanly, like pause"
+        );
+        let again = svc
+            .kill_task(KillRequest {
+                id: "pod-1".into(),
+                signal: 9,
+                ..Default::default()
+            })
+            .await;
+        assert!(matches!(again, Err(TaskError::State { .. })));
+        let deleted = svc
+            .delete_task(DeleteRequest {
+                id: "pod-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        assert_eq!(deleted.exit_status, 0);
+        assert!(matches!(
+            svc.with_task("pod-1", |_| Ok(())),
+            Err(TaskError::NotFound(_))
+        ));
+        assert_eq!(
+            *events.0.lock().expect("lock"),
+            [
+                ("/tasks/create".to_owned(), None),
+                ("/tasks/start".to_owned(), None),
+                ("/tasks/exit".to_owned(), Some(0)),
+                ("/tasks/delete".to_owned(), Some(0)),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sigkill_gives_137_and_duplicates_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        sandbox_bundle(tmp.path());
+        let (svc, _) = service(tmp.path());
+        svc.create_task(create_request("pod-1", tmp.path()))
+            .await
+            .expect("create");
+        let dup = svc.create_task(create_request("pod-1", tmp.path())).await;
+        assert!(matches!(dup, Err(TaskError::AlreadyExists(_))));
+        svc.start_task("pod-1").await.expect("start");
+        assert!(matches!(
+            svc.start_task("pod-1").await,
+            Err(TaskError::State { .. })
+        ));
+        let stop = svc
+            .kill_task(KillRequest {
+                id: "pod-1".into(),
+                signal: 19,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(stop, Err(TaskError::Signal(19))),
+            "SIGSTOP is refused"
+        );
+        svc.kill_task(KillRequest {
+            id: "pod-1".into(),
+            signal: 9,
+            ..Default::default()
+        })
+        .await
+        .expect("kill");
+        assert_eq!(wait(&svc, "pod-1").await.status, 137);
+    }
+
+    #[tokio::test]
+    async fn bad_bundles_and_terminals_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (svc, events) = service(tmp.path());
+        let missing = svc
+            .create_task(create_request("c1", &tmp.path().join("nope")))
+            .await;
+        assert!(matches!(missing, Err(TaskError::Spec(_))));
+        let mut tty = create_request("c1", tmp.path());
+        tty.terminal = true;
+        assert!(matches!(
+            svc.create_task(tty).await,
+            Err(TaskError::Unsupported(_))
+        ));
+        assert!(svc.tasks().is_empty());
+        assert!(events.0.lock().expect("lock").is_empty());
+    }
+}

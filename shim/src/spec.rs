@@ -1,0 +1,263 @@
+//! The OCI runtime spec (`config.json` in the bundle), reduced to what a Wasm
+//! container can ask for.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+/// CRI annotation that says whether a container is the pod sandbox.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+/// CRI annotation naming the pod sandbox a container belongs to.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Why a bundle's spec could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// `config.json` is missing, unreadable or not a valid OCI runtime spec.
+    #[error("cannot read the OCI runtime spec {}", path.display())]
+    Load {
+        /// The `config.json` path.
+        path: PathBuf,
+        /// What oci-spec reported.
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// The spec has no `process` section, which every container needs.
+    #[error("the OCI runtime spec has no process section")]
+    NoProcess,
+    /// An `env` entry is not of the form `NAME=value`.
+    #[error("environment entry {0:?} is not of the form NAME=value")]
+    BadEnv(String),
+}
+
+/// What the container is: the pod's sandbox holder, or a guest to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerRole {
+    /// The CRI pod sandbox ("pause") container: holds the pod, runs nothing.
+    Sandbox,
+    /// A Wasm program.
+    Guest,
+}
+
+/// A directory the host makes visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirMount {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether the guest may only read it.
+    pub readonly: bool,
+}
+
+/// The parts of an OCI runtime spec that decide what a Wasm container does.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Sandbox holder or guest.
+    pub role: ContainerRole,
+    /// `process.args`; `args[0]` names the Wasm file in the rootfs.
+    pub args: Vec<String>,
+    /// `process.env`, split into pairs, in order.
+    pub env: Vec<(String, String)>,
+    /// `process.cwd`.
+    pub cwd: String,
+    /// Host path of the root filesystem.
+    pub rootfs: PathBuf,
+    /// `root.readonly`.
+    pub rootfs_readonly: bool,
+    /// Bind mounts of directories, in spec order.
+    pub mounts: Vec<DirMount>,
+    /// Every annotation, for later grants (`wasmpod.dev/...`).
+    pub annotations: HashMap<String, String>,
+}
+
+/// Mount types that give a Linux container its kernel view (`/proc`, `/dev`,
+/// ...): they mean nothing to a Wasm guest and are skipped.
+const SYSTEM_MOUNT_TYPES: &[&str] = &[
+    "proc", "sysfs", "devpts", "mqueue", "tmpfs", "cgroup", "cgroup2", "devtmpfs",
+];
+
+impl ContainerSpec {
+    /// Loads `config.json` from `bundle`.
+    pub fn load(bundle: &Path) -> Result<Self, SpecError> {
+        let path = bundle.join("config.json");
+        let spec = Spec::load(&path).map_err(|source| SpecError::Load { path, source })?;
+        Self::from_spec(bundle, &spec)
+    }
+
+    /// Reduces an already parsed spec; relative paths are taken from `bundle`.
+    pub fn from_spec(bundle: &Path, spec: &Spec) -> Result<Self, SpecError> {
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let role = match annotations
+            .get(CONTAINER_TYPE_ANNOTATION)
+            .map(String::as_str)
+        {
+            Some("sandbox") => ContainerRole::Sandbox,
+            _ => ContainerRole::Guest,
+        };
+        let process = spec.process().as_ref().ok_or(SpecError::NoProcess)?;
+        let env = process
+            .env()
+            .iter()
+            .flatten()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| SpecError::BadEnv(entry.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        let (rootfs, rootfs_readonly) = match spec.root() {
+            Some(root) => (bundle.join(root.path()), root.readonly().unwrap_or(false)),
+            None => (bundle.join("rootfs"), false),
+        };
+        let mounts = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| {
+                let typ = m.typ().as_deref().unwrap_or("bind");
+                !SYSTEM_MOUNT_TYPES.contains(&typ)
+            })
+            .filter_map(|m| {
+                let options = m.options().as_deref().unwrap_or_default();
+                let is_bind = m.typ().as_deref() == Some("bind")
+                    || options.iter().any(|o| o == "bind" || o == "rbind");
+                let host = m.source().as_ref()?;
+                // WASI can only preopen directories; single-file binds such as
+                // /etc/hosts have no equivalent and are left out.
+                (is_bind && host.is_dir()).then(|| DirMount {
+                    host: host.clone(),
+                    guest: m.destination().to_string_lossy().into_owned(),
+                    readonly: options.iter().any(|o| o == "ro"),
+                })
+            })
+            .collect();
+        Ok(Self {
+            role,
+            args: process.args().clone().unwrap_or_default(),
+            env,
+            cwd: process.cwd().to_string_lossy().into_owned(),
+            rootfs,
+            rootfs_readonly,
+            mounts,
+            annotations,
+        })
+    }
+
+    /// The pod sandbox this container belongs to, if it was created by the CRI.
+    pub fn sandbox_id(&self) -> Option<&str> {
+        self.annotations
+            .get(SANDBOX_ID_ANNOTATION)
+            .map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).expect("valid spec")
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "args": ["/hello.wasm", "a b"],
+                "env": ["PATH=/usr/bin", "GREETING=hi=there"],
+                "cwd": "/work",
+                "user": {"uid": 0, "gid": 0}
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}
+            ]
+        })
+    }
+
+    #[test]
+    fn maps_process_and_root() {
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(base())).expect("spec");
+        assert_eq!(s.role, ContainerRole::Guest);
+        assert_eq!(s.args, ["/hello.wasm", "a b"]);
+        assert_eq!(
+            s.env,
+            [
+                ("PATH".to_owned(), "/usr/bin".to_owned()),
+                ("GREETING".to_owned(), "hi=there".to_owned())
+            ]
+        );
+        assert_eq!(s.cwd, "/work");
+        assert_eq!(s.rootfs, Path::new("/b/rootfs"));
+        assert!(s.rootfs_readonly);
+        assert!(s.mounts.is_empty(), "system mounts are not for guests");
+    }
+
+    #[test]
+    fn binds_directories_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, "").expect("write");
+        let mut json = base();
+        json["mounts"] = serde_json::json!([
+            {"destination": "/data", "type": "bind", "source": dir.path(), "options": ["rbind", "ro"]},
+            {"destination": "/scratch", "source": dir.path(), "options": ["rbind", "rw"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["rbind"]}
+        ]);
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
+        assert_eq!(
+            s.mounts,
+            [
+                DirMount {
+                    host: dir.path().into(),
+                    guest: "/data".into(),
+                    readonly: true
+                },
+                DirMount {
+                    host: dir.path().into(),
+                    guest: "/scratch".into(),
+                    readonly: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn knows_the_sandbox() {
+        let mut json = base();
+        json["annotations"] = serde_json::json!({
+            CONTAINER_TYPE_ANNOTATION: "sandbox",
+            SANDBOX_ID_ANNOTATION: "pod1",
+        });
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
+        assert_eq!(s.role, ContainerRole::Sandbox);
+        assert_eq!(s.sandbox_id(), Some("pod1"));
+    }
+
+    #[test]
+    fn refuses_bad_env_and_missing_process() {
+        let mut json = base();
+        json["process"]["env"] = serde_json::json!(["NOVALUE"]);
+        let err = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect_err("bad env");
+        assert!(matches!(err, SpecError::BadEnv(e) if e == "NOVALUE"));
+
+        let mut json = base();
+        json.as_object_mut().expect("object").remove("process");
+        let err = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect_err("no process");
+        assert!(matches!(err, SpecError::NoProcess));
+    }
+
+    #[test]
+    fn unreadable_bundle_is_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.json"), "{not json").expect("write");
+        let err = ContainerSpec::load(dir.path()).expect_err("garbage");
+        assert!(err.to_string().contains("config.json"), "{err}");
+        let err = ContainerSpec::load(&dir.path().join("missing")).expect_err("missing");
+        assert!(matches!(err, SpecError::Load { .. }));
+    }
+}

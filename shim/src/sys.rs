@@ -1,0 +1,64 @@
+//! Host side effects: mounting and unmounting a container's root filesystem.
+
+use std::path::{Path, PathBuf};
+
+use containerd_shim::protos::types::mount::Mount;
+
+/// A mount operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Mounting the rootfs failed.
+    #[error("cannot mount the container rootfs at {}", target.display())]
+    Mount {
+        /// Mount point.
+        target: PathBuf,
+        /// What containerd-shim reported.
+        #[source]
+        source: containerd_shim::Error,
+    },
+    /// Unmounting the rootfs failed.
+    #[error("cannot unmount the container rootfs at {}", target.display())]
+    Unmount {
+        /// Mount point.
+        target: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Mounts containerd's snapshot `mounts` (one overlay, usually) at `target`.
+pub async fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::Mount {
+        target: target.to_path_buf(),
+        source,
+    };
+    tokio::fs::create_dir_all(target).await.map_err(|e| {
+        err(containerd_shim::Error::IoError {
+            context: "create rootfs directory".into(),
+            err: e,
+        })
+    })?;
+    for m in mounts {
+        containerd_shim::util::mount_rootfs(m, target)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Unmounts whatever is mounted at `target`; nothing mounted is success.
+pub fn unmount_rootfs(target: &Path) -> Result<(), MountError> {
+    loop {
+        match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::Error::EINVAL | nix::Error::ENOENT) => return Ok(()),
+            Err(source) => {
+                return Err(MountError::Unmount {
+                    target: target.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}

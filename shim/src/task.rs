@@ -1,0 +1,188 @@
+//! One container's life: created -> running -> stopped -> deleted.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::capabilities::Grants;
+use crate::engine::Program;
+use crate::guest::{self, Exit, KillSwitch, Stdio};
+use crate::spec::ContainerRole;
+
+/// How and when a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exited {
+    /// Exit status.
+    pub status: u32,
+    /// When it ended.
+    pub at: SystemTime,
+}
+
+/// Where a task is in its life.
+pub enum State {
+    /// Created, not started; holds what start needs.
+    Created {
+        /// The linked program; `None` for a pod sandbox.
+        program: Option<Program>,
+        /// Open standard streams.
+        stdio: Stdio,
+    },
+    /// Running; a sandbox has no guest to kill.
+    Running {
+        /// Stops the guest.
+        guest: Option<KillSwitch>,
+    },
+    /// Ended (see [`Task::exited`]).
+    Stopped,
+}
+
+/// A container of this shim.
+pub struct Task {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Where the rootfs is mounted, if this shim mounted it.
+    pub mounted_rootfs: Option<PathBuf>,
+    /// Stdio paths, reported back by `state`.
+    pub stdio: crate::stdio::StdioPaths,
+    /// Sandbox or guest.
+    pub role: ContainerRole,
+    /// Capabilities for the guest.
+    pub grants: Grants,
+    /// Current state.
+    pub state: State,
+    exit: watch::Sender<Option<Exited>>,
+}
+
+impl Task {
+    /// A new task in [`State::Created`].
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        role: ContainerRole,
+        grants: Grants,
+        program: Option<Program>,
+        stdio: Stdio,
+        stdio_paths: crate::stdio::StdioPaths,
+    ) -> Self {
+        Self {
+            id,
+            bundle,
+            mounted_rootfs: None,
+            stdio: stdio_paths,
+            role,
+            grants,
+            state: State::Created { program, stdio },
+            exit: watch::channel(None).0,
+        }
+    }
+
+    /// The exit, once there is one.
+    pub fn exited(&self) -> Option<Exited> {
+        *self.exit.borrow()
+    }
+
+    /// A receiver that sees the exit when it happens.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<Exited>> {
+        self.exit.subscribe()
+    }
+
+    /// Starts the task. `on_exit` is called once, from any thread, when it
+    /// ends; the task's exit watch is already set by then.
+    pub fn start(
+        &mut self,
+        engine: &wasmtime::Engine,
+        on_exit: impl FnOnce(Exited) + Send + 'static,
+    ) -> Result<(), crate::error::TaskError> {
+        let (program, stdio) = match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Created { program, stdio } => (program, stdio),
+            other => {
+                self.state = other;
+                return Err(crate::error::TaskError::State {
+                    id: self.id.clone(),
+                    state: "already started",
+                });
+            }
+        };
+        let Some(program) = program else {
+            // A pod sandbox holds the pod's namespaces and waits to be killed.
+            self.state = State::Running { guest: None };
+            return Ok(());
+        };
+        let exit = self.exit.clone();
+        let spawned = guest::spawn(
+            engine,
+            program,
+            &self.grants,
+            stdio,
+            &self.id,
+            move |e: Exit| {
+                let exited = Exited {
+                    status: e.status,
+                    at: SystemTime::now(),
+                };
+                exit.send_replace(Some(exited));
+                on_exit(exited);
+            },
+        );
+        match spawned {
+            Ok(kill) => {
+                self.state = State::Running { guest: Some(kill) };
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing ran; record a failed exit so wait and delete work.
+                self.exit.send_replace(Some(Exited {
+                    status: 1,
+                    at: SystemTime::now(),
+                }));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Delivers a terminating `signal`. Returns the exit if the task ended
+    /// right here (a sandbox, or a task never started); a guest's exit comes
+    /// through the `on_exit` given to [`Task::start`].
+    pub fn kill(&mut self, signal: i32) -> Result<Option<Exited>, crate::error::TaskError> {
+        if self.exited().is_some() {
+            return Err(crate::error::TaskError::State {
+                id: self.id.clone(),
+                state: "already stopped",
+            });
+        }
+        match &self.state {
+            State::Running { guest: Some(kill) } => {
+                kill.kill(signal);
+                Ok(None)
+            }
+            State::Running { guest: None } | State::Created { .. } => {
+                let status = match (self.role, signal) {
+                    // Like the pause process: a polite stop is a clean exit.
+                    (ContainerRole::Sandbox, libc::SIGTERM | libc::SIGINT) => 0,
+                    _ => 128 + signal as u32,
+                };
+                let exited = Exited {
+                    status,
+                    at: SystemTime::now(),
+                };
+                self.state = State::Stopped;
+                self.exit.send_replace(Some(exited));
+                Ok(Some(exited))
+            }
+            State::Stopped => Err(crate::error::TaskError::State {
+                id: self.id.clone(),
+                state: "already stopped",
+            }),
+        }
+    }
+
+    /// Marks the task stopped once its guest has ended.
+    pub fn reap(&mut self) {
+        if self.exited().is_some() {
+            self.state = State::Stopped;
+        }
+    }
+}

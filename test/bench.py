@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""`make bench`: wasmpod against runc, in one run of one private containerd.
+
+Measures wall time of `ctr run --rm` for the hello component through wasmpod
+(cold: empty compiled-code cache; warm: cached) and for the same program
+built natively and run by runc; the shim's memory; and how long a SIGKILL
+takes to end a guest spinning in a loop. Prints a Markdown table.
+
+    test/bench.py FIXTURES_DIR [--suite bookworm] [--runs 30]
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUNTIME = "io.containerd.wasmpod.v1"
+NS = "bench"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+class Containerd:
+    def __init__(self, suite):
+        self.suite = suite
+        script = os.path.join(HERE, "containerd.sh")
+        self.script = script
+        subprocess.run([script, "stop", suite], check=True)
+        subprocess.run([script, "start", suite], check=True)
+        env = dict(line.split("=", 1) for line in sh(script, "env", suite).stdout.split())
+        self.ctr_bin, self.sock = env["WASMPOD_CTR"], env["WASMPOD_ADDRESS"]
+        self.wasm_cache = env["WASMPOD_WASM_CACHE"]
+
+    def ctr(self, *args, check=True):
+        return subprocess.run(
+            [self.ctr_bin, "-a", self.sock, "-n", NS, *args],
+            check=check, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self):
+        subprocess.run([self.script, "stop", self.suite], check=True)
+
+
+def timed_run(c, name, runtime_args, image, argv):
+    start = time.perf_counter()
+    out = c.ctr("run", "--rm", *runtime_args, image, name, *argv)
+    elapsed = (time.perf_counter() - start) * 1000
+    if "hello from wasm" not in out.stdout:
+        sys.exit(f"unexpected output from {image}: {out.stdout!r} {out.stderr!r}")
+    return elapsed
+
+
+def pct(values, p):
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def shim_pids(sock):
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "containerd-shim-wasmpod-v1" in cmd and sock in cmd:
+            pids.append(pid)
+    return pids
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def running(c, name, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in c.ctr("tasks", "ls").stdout.splitlines():
+            if line.startswith(name) and "RUNNING" in line:
+                return
+        time.sleep(0.01)
+    sys.exit(f"{name} never ran")
+
+
+def shim_memory(c, cold):
+    """VmHWM/VmRSS (KiB) of the shim holding one sleeping component guest."""
+    if cold:
+        shutil.rmtree(c.wasm_cache, ignore_errors=True)
+    name = f"mem-{'cold' if cold else 'warm'}"
+    proc = subprocess.Popen(
+        [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
+         "docker.io/wasmpod/test-programs:latest", name, "/sleep.component.wasm"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    running(c, name)
+    time.sleep(0.2)
+    (pid,) = shim_pids(c.sock)
+    hwm, rss = status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS")
+    c.ctr("tasks", "kill", "-s", "SIGKILL", name)
+    proc.wait(timeout=30)
+    return hwm, rss
+
+
+def kill_latency(c, runs):
+    """ms from `ctr tasks kill -s SIGKILL` returning to the task being STOPPED."""
+    out = []
+    for i in range(runs):
+        name = f"kill-{i}"
+        proc = subprocess.Popen(
+            [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
+             "docker.io/wasmpod/test-programs:latest", name, "/loop.component.wasm"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        running(c, name)
+        start = time.perf_counter()
+        c.ctr("tasks", "kill", "-s", "SIGKILL", name)
+        proc.wait(timeout=30)
+        out.append((time.perf_counter() - start) * 1000)
+        if proc.returncode != 137:
+            sys.exit(f"loop guest exited {proc.returncode}, expected 137")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("fixtures")
+    ap.add_argument("--suite", default=os.environ.get("BENCH_SUITE", "bookworm"))
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
+    a = ap.parse_args()
+
+    c = Containerd(a.suite)
+    try:
+        for tar in ("hello.tar", "hello-native.tar", "programs.tar"):
+            c.ctr("images", "import", os.path.join(a.fixtures, tar))
+        version = sh(c.ctr_bin, "--version").stdout.split()[2]
+        wasm_img, native_img = "docker.io/wasmpod/hello:latest", "docker.io/wasmpod/hello-native:latest"
+        wasm = ["--runtime", RUNTIME]
+        # Warm both paths once (image unpack, page cache) before measuring.
+        timed_run(c, "warmup-runc", [], native_img, ["/hello"])
+        timed_run(c, "warmup-wasm", wasm, wasm_img, ["/hello.wasm"])
+
+        runc, cold, warm = [], [], []
+        for i in range(a.runs):
+            # Interleave so drift on the machine hits all three alike.
+            runc.append(timed_run(c, f"runc-{i}", [], native_img, ["/hello"]))
+            shutil.rmtree(c.wasm_cache, ignore_errors=True)
+            cold.append(timed_run(c, f"cold-{i}", wasm, wasm_img, ["/hello.wasm"]))
+            warm.append(timed_run(c, f"warm-{i}", wasm, wasm_img, ["/hello.wasm"]))
+        hwm_cold, _ = shim_memory(c, cold=True)
+        hwm_warm, rss_warm = shim_memory(c, cold=False)
+        kills = kill_latency(c, max(5, a.runs // 3))
+    finally:
+        c.stop()
+
+    base = pct(runc, 50)
+    print()
+    print(f"containerd {version} (Debian {a.suite}), {a.runs} runs each, "
+          f"{os.cpu_count()} CPUs; times are wall-clock ms of `ctr run --rm`")
+    print()
+    print("| what | p50 | p90 | p50 vs runc |")
+    print("|---|---:|---:|---:|")
+    for label, v in (("runc, native static hello", runc),
+                     ("wasmpod, hello component, cold cache", cold),
+                     ("wasmpod, hello component, warm cache", warm)):
+        print(f"| {label} | {pct(v, 50):.1f} | {pct(v, 90):.1f} | {pct(v, 50) / base:.2f}x |")
+    print(f"| SIGKILL of a spinning guest until ctr returns | {pct(kills, 50):.1f} | {pct(kills, 90):.1f} | |")
+    print()
+    print("| shim memory, one running guest | KiB |")
+    print("|---|---:|")
+    print(f"| peak RSS (VmHWM), warm cache | {hwm_warm} |")
+    print(f"| RSS while running, warm cache | {rss_warm} |")
+    print(f"| peak RSS (VmHWM), cold cache (compiles) | {hwm_cold} |")
+
+
+if __name__ == "__main__":
+    main()

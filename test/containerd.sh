@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Fetches and runs private containerd instances for wasmpod's tests.
+#
+#   test/containerd.sh fetch SUITE    download Debian SUITE's containerd into the cache
+#   test/containerd.sh start SUITE    start it with its own root, state, socket and config
+#   test/containerd.sh stop SUITE     stop it and remove everything it left behind
+#   test/containerd.sh env SUITE      print the variables the integration tests read
+#
+# SUITE is a Debian release: bookworm (1.6.x), trixie (1.7.x) or forky (2.x).
+# Packages come from the Debian mirror already configured on this machine,
+# through a private apt configuration; the system's apt sources are untouched.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cache=${WASMPOD_CACHE:-$top/target/wasmpod-cache}
+run_root=${WASMPOD_RUN:-/run/wasmpod-test}
+shim_dir=${WASMPOD_SHIM_DIR:-$top/target/release}
+
+die() { echo "containerd.sh: $*" >&2; exit 1; }
+
+mirror() {
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1 || true)
+    [ -n "$uri" ] || uri=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -v security | head -n1 || true)
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+apt_private() {
+    local suite=$1; shift
+    local d=$cache/apt/$suite
+    apt-get -q -o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=- \
+        -o Dir::State::Lists="$d/lists" -o Dir::Cache::Archives="$d/archives" \
+        -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= \
+        -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root "$@"
+}
+
+fetch() {
+    local suite=$1 d=$cache/apt/$1 dest=$cache/containerd/$1
+    if [ -x "$dest/usr/bin/containerd" ]; then return; fi
+    mkdir -p "$d/lists/partial" "$d/archives/partial" "$d/debs"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(mirror) $suite main" > "$d/sources.list"
+    echo "fetching containerd from Debian $suite" >&2
+    apt_private "$suite" update >&2
+    (cd "$d/debs" && rm -f ./*.deb && apt_private "$suite" download containerd >&2)
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    dpkg -x "$d"/debs/containerd_*.deb "$dest.tmp"
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    "$dest/usr/bin/containerd" --version >&2
+}
+
+paths() {
+    suite=$1
+    bin=$cache/containerd/$suite/usr/bin
+    dir=$run_root/$suite
+    sock=$dir/containerd.sock
+}
+
+start() {
+    paths "$1"
+    [ -x "$bin/containerd" ] || fetch "$1"
+    [ -x "$shim_dir/containerd-shim-wasmpod-v1" ] || die "no shim in $shim_dir: run 'make build'"
+    if [ -S "$sock" ] && "$bin/ctr" -a "$sock" version >/dev/null 2>&1; then return; fi
+    mkdir -p "$dir/root" "$dir/state"
+    cat > "$dir/config.toml" <<TOML
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$sock"
+
+[ttrpc]
+  address = "$sock.ttrpc"
+
+[debug]
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+TOML
+    # containerd finds shims on its PATH: ours first, then the package's own.
+    PATH="$shim_dir:$bin:$PATH" WASMPOD_CACHE_DIR="$dir/wasm-cache" \
+        setsid "$bin/containerd" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 < /dev/null &
+    echo $! > "$dir/containerd.pid"
+    for _ in $(seq 100); do
+        if "$bin/ctr" -a "$sock" version >/dev/null 2>&1; then
+            echo "containerd ($1) is up: $sock" >&2
+            return
+        fi
+        sleep 0.1
+    done
+    tail -n 30 "$dir/containerd.log" >&2
+    die "containerd ($1) did not start"
+}
+
+# Shims started for this containerd carry its socket in their arguments.
+our_shims() {
+    pgrep -f -- "containerd-shim-.*-address $sock" || true
+}
+
+stop() {
+    paths "$1"
+    [ -d "$dir" ] || return 0
+    if [ -S "$sock" ]; then
+        for ns in $("$bin/ctr" -a "$sock" namespaces ls -q 2>/dev/null); do
+            for t in $("$bin/ctr" -a "$sock" -n "$ns" tasks ls -q 2>/dev/null); do
+                "$bin/ctr" -a "$sock" -n "$ns" tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
+                "$bin/ctr" -a "$sock" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1 || true
+            done
+            for c in $("$bin/ctr" -a "$sock" -n "$ns" containers ls -q 2>/dev/null); do
+                "$bin/ctr" -a "$sock" -n "$ns" containers rm "$c" >/dev/null 2>&1 || true
+            done
+        done
+    fi
+    if [ -f "$dir/containerd.pid" ]; then
+        local pid
+        pid=$(cat "$dir/containerd.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    local leftover
+    leftover=$(our_shims)
+    if [ -n "$leftover" ]; then
+        echo "containerd.sh: killing leftover shims: $leftover" >&2
+        kill -9 $leftover 2>/dev/null || true
+    fi
+    # Snapshot and rootfs mounts under our root, deepest first.
+    { grep -o " $dir/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+    rm -rf "$dir"
+    echo "containerd ($1) stopped" >&2
+}
+
+env_of() {
+    paths "$1"
+    echo "WASMPOD_SUITE=$1"
+    echo "WASMPOD_CTR=$bin/ctr"
+    echo "WASMPOD_ADDRESS=$sock"
+    echo "WASMPOD_STATE=$dir/state"
+    echo "WASMPOD_ROOT=$dir/root"
+    echo "WASMPOD_WASM_CACHE=$dir/wasm-cache"
+    echo "WASMPOD_CONTAINERD_LOG=$dir/containerd.log"
+}
+
+[ $# -eq 2 ] || die "usage: $0 fetch|start|stop|env SUITE"
+case $1 in
+    fetch) fetch "$2" ;;
+    start) start "$2" ;;
+    stop) stop "$2" ;;
+    env) env_of "$2" ;;
+    *) die "unknown command $1" ;;
+esac

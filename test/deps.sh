@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages wasmpod's build, tests and demo need.
+# Runs apt-get only when something is missing, so repeated runs are quick.
+set -euo pipefail
+
+packages=(
+    clang lld wasi-libc libclang-rt-14-dev-wasm32  # C -> WASI preview 1 modules
+    gcc libc6-dev                                   # static native baseline for make bench
+    protobuf-compiler                               # prost/tonic build scripts
+    runc                                            # the container baseline
+    python3-venv                                    # componentize-py's virtualenv
+    ca-certificates                                 # pip and apt over https
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

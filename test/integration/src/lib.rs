@@ -1,0 +1,1 @@
+//! Helpers for the containerd integration tests live in `tests/`.

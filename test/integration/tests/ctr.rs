@@ -1,0 +1,405 @@
+//! The shim driven by a real containerd through `ctr`, as a user would.
+//!
+//! Run by `make test` (test/integration.sh), which starts a private
+//! containerd and sets the `WASMPOD_*` variables; `cargo test` alone skips
+//! these tests with the reason below.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const NEEDS: &str = "needs a private containerd: run `make test`";
+const RUNTIME: &str = "io.containerd.wasmpod.v1";
+const NAMESPACE: &str = "wasmpod-test";
+const IMAGE: &str = "docker.io/wasmpod/test-programs:latest";
+
+struct Env {
+    ctr: PathBuf,
+    address: String,
+    state: PathBuf,
+    wasm_cache: PathBuf,
+    log: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {NEEDS}"))
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let env = Env {
+            ctr: var("WASMPOD_CTR").into(),
+            address: var("WASMPOD_ADDRESS"),
+            state: var("WASMPOD_STATE").into(),
+            wasm_cache: var("WASMPOD_WASM_CACHE").into(),
+            log: var("WASMPOD_CONTAINERD_LOG").into(),
+        };
+        let programs = Path::new(&var("WASMPOD_FIXTURES")).join("programs.tar");
+        let out = ctr_in(
+            &env,
+            &["images", "import", programs.to_str().expect("utf-8 path")],
+        );
+        assert!(out.status.success(), "import failed: {}", text(&out.stderr));
+        env
+    })
+}
+
+fn ctr_in(env: &Env, args: &[&str]) -> Output {
+    Command::new(&env.ctr)
+        .args(["-a", &env.address, "-n", NAMESPACE])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr runs")
+}
+
+fn ctr(args: &[&str]) -> Output {
+    ctr_in(env(), args)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `ctr run --rm` of `program` with `args`; `flags` go before the image.
+fn run_with(flags: &[&str], program: &str, args: &[&str]) -> Output {
+    let id = unique(
+        program
+            .trim_start_matches('/')
+            .split('.')
+            .next()
+            .unwrap_or("c"),
+    );
+    let mut argv = vec!["run", "--rm", "--runtime", RUNTIME];
+    argv.extend_from_slice(flags);
+    argv.extend_from_slice(&[IMAGE, &id, program]);
+    argv.extend_from_slice(args);
+    ctr(&argv)
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    run_with(&[], program, args)
+}
+
+/// Starts `ctr run --rm` in the background and returns once the task runs.
+fn spawn_running(program: &str) -> (String, Child) {
+    let env = env();
+    let id = unique("bg");
+    let child = Command::new(&env.ctr)
+        .args([
+            "-a",
+            &env.address,
+            "-n",
+            NAMESPACE,
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+        ])
+        .args([IMAGE, &id, program])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+        if tasks
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING"))
+        {
+            return (id, child);
+        }
+        assert!(Instant::now() < deadline, "task {id} never ran:\n{tasks}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(id: &str, signal: &str) {
+    let out = ctr(&["tasks", "kill", "-s", signal, id]);
+    assert!(out.status.success(), "kill {signal}: {}", text(&out.stderr));
+}
+
+fn status(out: &Output) -> i32 {
+    out.status.code().expect("ctr exited, not signalled")
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn component_prints_its_args_and_env() {
+    let out = run_with(
+        &["--env", "GREETING=hi from ctr"],
+        "/hello.component.wasm",
+        &["a b", "c"],
+    );
+    assert_eq!(status(&out), 0, "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from wasm\nargv[0]=/hello.component.wasm\nargv[1]=a b\nargv[2]=c\nGREETING=hi from ctr\n"
+    );
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn preview1_module_runs_with_the_image_env() {
+    let out = run("/hello.wasm", &["x"]);
+    assert_eq!(status(&out), 0, "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from wasm\nargv[0]=/hello.wasm\nargv[1]=x\nGREETING=hi\n"
+    );
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn python_component_runs() {
+    let out = run("/python.component.wasm", &["one"]);
+    assert_eq!(status(&out), 0, "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from python\nargv=/python.component.wasm one\nGREETING=hi\n"
+    );
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn exit_status_is_the_guests() {
+    for program in ["/exit_code.wasm", "/exit_code.component.wasm"] {
+        for code in [0, 3, 255] {
+            let out = run(program, &[&code.to_string()]);
+            assert_eq!(
+                status(&out),
+                code,
+                "{program} {code}: {}",
+                text(&out.stderr)
+            );
+            assert_eq!(text(&out.stderr), format!("exiting with {code}\n"));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn trap_gives_134_and_a_wasm_backtrace() {
+    for program in ["/trap.wasm", "/trap.component.wasm"] {
+        let out = run(program, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(status(&out), 134, "{program}: {stderr}");
+        assert_eq!(text(&out.stdout), "about to trap\n");
+        assert!(stderr.starts_with("wasmpod: the guest trapped"), "{stderr}");
+        assert!(stderr.contains("wasm backtrace"), "{stderr}");
+        assert!(stderr.contains("wasmpod_fixture_crash"), "{stderr}");
+        assert!(stderr.contains("unreachable"), "{stderr}");
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn kill_ends_a_spinning_guest() {
+    for (signal, code) in [("SIGKILL", 137), ("SIGTERM", 143)] {
+        let (id, child) = spawn_running("/loop.component.wasm");
+        kill(&id, signal);
+        let out = child.wait_with_output().expect("ctr exits");
+        assert_eq!(status(&out), code, "{signal}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "spinning\n");
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn kill_ends_a_guest_blocked_in_the_host() {
+    for (program, signal, code) in [
+        ("/sleep.wasm", "SIGKILL", 137),
+        ("/sleep.component.wasm", "SIGTERM", 143),
+        ("/sleep.component.wasm", "SIGINT", 130),
+    ] {
+        let (id, child) = spawn_running(program);
+        kill(&id, signal);
+        let out = child.wait_with_output().expect("ctr exits");
+        assert_eq!(
+            status(&out),
+            code,
+            "{program} {signal}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn signals_that_do_not_end_a_process_are_refused() {
+    let (id, child) = spawn_running("/sleep.component.wasm");
+    let out = ctr(&["tasks", "kill", "-s", "SIGSTOP", &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not supported for Wasm containers"),
+        "{}",
+        text(&out.stderr)
+    );
+    kill(&id, "SIGKILL");
+    assert_eq!(status(&child.wait_with_output().expect("ctr exits")), 137);
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn reads_a_file_from_its_working_directory() {
+    for program in ["/read_file.wasm", "/read_file.component.wasm"] {
+        let out = run(program, &[]);
+        assert_eq!(status(&out), 0, "{program}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "hello from a file in the image\n");
+        // The image is all the guest sees: the host's files are not there.
+        let out = run(program, &["/etc/hostname"]);
+        assert_eq!(status(&out), 2, "{program}");
+        assert!(text(&out.stderr).contains("cannot open /etc/hostname"));
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn writes_100_mib_to_stdout() {
+    let out = run("/flood.component.wasm", &["100"]);
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 100 << 20);
+    assert!(out.stdout.iter().all(|&b| b == b'x' || b == b'\n'));
+    assert_eq!(text(&out.stderr), "wrote 100 MiB\n");
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn takes_ten_thousand_args() {
+    let args: Vec<String> = (0..10_000).map(|i| format!("arg{i:05}")).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("/count_args.component.wasm", &args);
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "args=10000 bytes=80000\n");
+}
+
+/// Bad programs fail `ctr run` with a message that says why, and leave no
+/// task, container state or mount behind.
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn bad_entrypoints_are_refused_clearly() {
+    for (program, expected) in [
+        ("/not-wasm.sh", "is not a WebAssembly module or component"),
+        ("/truncated.wasm", "is not a valid WebAssembly component"),
+        (
+            "/unknown-world.component.wasm",
+            "cannot run here: wasmpod runs WASI preview 2 command components",
+        ),
+        (
+            "/missing.wasm",
+            "entrypoint /missing.wasm was not found in the container image",
+        ),
+        ("/", "is not a regular file"),
+    ] {
+        let out = run(program, &[]);
+        let stderr = text(&out.stderr);
+        assert_ne!(status(&out), 0, "{program} ran");
+        assert!(stderr.contains(expected), "{program}: {stderr}");
+    }
+    assert_node_is_clean();
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
+    let hello = |what: &str| {
+        let out = run("/hello.component.wasm", &[]);
+        assert_eq!(status(&out), 0, "{what}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).starts_with("hello from wasm\n"), "{what}");
+    };
+    hello("first run");
+    let artifacts: Vec<PathBuf> = std::fs::read_dir(&env().wasm_cache)
+        .expect("the cache directory exists after a run")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert!(!artifacts.is_empty(), "no compiled code was cached");
+    for artifact in &artifacts {
+        let mut bytes = std::fs::read(artifact).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(artifact, &bytes).expect("corrupt");
+    }
+    let corrupt_before = count_in_log("discarded a corrupt compiled-code cache entry");
+    hello("run with a corrupt cache");
+    assert!(count_in_log("discarded a corrupt compiled-code cache entry") > corrupt_before);
+    hello("run after the repair");
+}
+
+fn count_in_log(needle: &str) -> usize {
+    std::fs::read_to_string(&env().log)
+        .expect("containerd log")
+        .matches(needle)
+        .count()
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn fifty_runs_in_a_row_leave_nothing_behind() {
+    for i in 0..50 {
+        let out = run("/hello.component.wasm", &[&i.to_string()]);
+        assert_eq!(status(&out), 0, "run {i}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("argv[1]={i}\n")),
+            "run {i}"
+        );
+    }
+    assert_node_is_clean();
+}
+
+/// No shim of this containerd runs, nothing is mounted under its state
+/// directory and no task bundle is left.
+fn assert_node_is_clean() {
+    let env = env();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let shims = our_shims(&env.address);
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+            .expect("mounts")
+            .lines()
+            .filter(|l| l.contains(env.state.to_str().expect("utf-8")))
+            .map(str::to_owned)
+            .collect();
+        let bundles: Vec<PathBuf> = std::fs::read_dir(
+            env.state
+                .join("io.containerd.runtime.v2.task")
+                .join(NAMESPACE),
+        )
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+        if shims.is_empty() && mounts.is_empty() && bundles.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: shims {shims:?}, mounts {mounts:?}, bundles {bundles:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn our_shims(address: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = text(&cmdline).replace('\0', " ");
+            cmdline.contains("containerd-shim-wasmpod-v1") && cmdline.contains(address)
+        })
+        .collect()
+}

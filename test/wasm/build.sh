@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds every test program from source and packs them into OCI image archives.
+#
+#   test/wasm/build.sh OUT_DIR
+#
+# C programs -> WASI preview 1 modules (Debian clang + wasi-libc) -> preview 2
+# components (wit-component + the preview 1 adapter, via wasmpod-fixtures);
+# Python -> a wasi:cli component (componentize-py from PyPI). Nothing built
+# here is committed.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+out=${1:?usage: build.sh OUT_DIR}
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+fixtures=$top/target/release/wasmpod-fixtures
+venv=$top/target/venv
+componentize_py_version=0.25.1
+mkdir -p "$out/rootfs"
+root=$out/rootfs
+
+# Rebuild only what is older than its source.
+stale() { [ ! -e "$1" ] || [ -n "$(find "${@:2}" -newer "$1" 2>/dev/null | head -n1)" ]; }
+
+for src in "$here"/c/*.c; do
+    name=$(basename "$src" .c)
+    module=$root/$name.wasm
+    if stale "$module" "$src"; then
+        clang --target=wasm32-wasi -O2 -g0 -Wall -Werror -o "$module" "$src"
+    fi
+    if stale "$root/$name.component.wasm" "$module" "$fixtures"; then
+        "$fixtures" component "$module" "$root/$name.component.wasm"
+    fi
+done
+
+if stale "$out/hello-native" "$here/c/hello.c"; then
+    gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
+fi
+
+# Python: componentize-py in a private virtualenv, WASI WIT from the
+# wasmtime-wasi crate that the shim itself is built against.
+if [ ! -x "$venv/bin/componentize-py" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
+fi
+wasi_wit=$(cd "$top" && cargo metadata --format-version 1 --locked 2>/dev/null \
+    | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasmtime-wasi"))')/src/p2/wit/deps
+if stale "$root/python.component.wasm" "$here/python"; then
+    rm -rf "$out/python" && mkdir -p "$out/python/wit/deps"
+    cp "$here/python/app.py" "$out/python/"
+    cp "$here/python/wit/world.wit" "$out/python/wit/"
+    cp "$wasi_wit"/*.wit "$out/python/wit/deps/"
+    (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize app -o "$root/python.component.wasm")
+fi
+
+if stale "$root/unknown-world.component.wasm" "$fixtures"; then
+    "$fixtures" unknown-world "$root/unknown-world.component.wasm"
+fi
+
+# Inputs that must be refused cleanly.
+head -c 300 "$root/hello.component.wasm" > "$root/truncated.wasm"
+printf '#!/bin/sh\necho native\n' > "$root/not-wasm.sh"
+echo "hello from a file in the image" > "$root/data.txt"
+
+# Images: every program in one test image; hello alone for the demo and the
+# benchmark; the native hello for runc.
+files=()
+for f in "$root"/*; do
+    mode=755; case $f in *.txt) mode=644 ;; esac
+    files+=("$f=/$(basename "$f"):$mode")
+done
+"$fixtures" image "$out/programs.tar" docker.io/wasmpod/test-programs:latest \
+    --env GREETING=hi "${files[@]}" -- /hello.component.wasm
+"$fixtures" image "$out/hello.tar" docker.io/wasmpod/hello:latest \
+    "$root/hello.component.wasm=/hello.wasm" -- /hello.wasm
+"$fixtures" image "$out/hello-native.tar" docker.io/wasmpod/hello-native:latest \
+    "$out/hello-native=/hello" -- /hello
+echo "test programs and images are in $out" >&2
