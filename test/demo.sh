@@ -5,7 +5,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-fixtures=${1:?usage: demo.sh FIXTURES_DIR}
+fixtures=$(cd "${1:?usage: demo.sh FIXTURES_DIR}" && pwd)
 suite=${DEMO_SUITE:-bookworm}
 
 "$here/containerd.sh" stop "$suite"

@@ -6,7 +6,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 suite=${1:?usage: integration.sh SUITE FIXTURES_DIR}
-fixtures=${2:?usage: integration.sh SUITE FIXTURES_DIR}
+fixtures=$(cd "${2:?usage: integration.sh SUITE FIXTURES_DIR}" && pwd)
 
 "$here/containerd.sh" stop "$suite"
 trap '"$here/containerd.sh" stop "$suite"' EXIT

@@ -90,6 +90,12 @@ pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, S
         }
     })?;
     let relative = entrypoint.trim_start_matches('/');
+    if relative.is_empty() {
+        // `/` itself: the root directory.
+        return Err(SourceError::NotAFile {
+            entrypoint: entrypoint.to_owned(),
+        });
+    }
     let not_found = |source| SourceError::NotFound {
         entrypoint: entrypoint.to_owned(),
         source,
@@ -162,6 +168,7 @@ mod tests {
         assert!(matches!(err(""), SourceError::NoEntrypoint));
         assert!(matches!(err("/missing.wasm"), SourceError::NotFound { .. }));
         assert!(matches!(err("/bin"), SourceError::NotAFile { .. }));
+        assert!(matches!(err("/"), SourceError::NotAFile { .. }));
         let not_wasm = err("/app.sh");
         assert!(matches!(not_wasm, SourceError::NotWasm { .. }));
         assert!(not_wasm.to_string().contains("2321"), "{not_wasm}");

@@ -109,6 +109,19 @@ impl WasmEngine {
         let engine = Engine::new(&config).map_err(EngineError::Config)?;
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |s| s).map_err(EngineError::Config)?;
+        // wasmtime-wasi traps on `proc_exit` statuses of 126 and above; a
+        // native process may exit with any status, and so may a guest.
+        modules.allow_shadowing(true);
+        modules
+            .func_wrap(
+                "wasi_snapshot_preview1",
+                "proc_exit",
+                |status: i32| -> wasmtime::Result<()> {
+                    Err(wasmtime_wasi::I32Exit(status).into())
+                },
+            )
+            .map_err(EngineError::Config)?;
+        modules.allow_shadowing(false);
         let mut components = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut components).map_err(EngineError::Config)?;
         let cache = CodeCache::new(cache_dir, &engine);

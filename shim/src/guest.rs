@@ -149,8 +149,9 @@ fn run_to_exit(
         },
         Ok(Ok(status)) => Exit { status },
         Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            // As for a native process, only the low 8 bits reach the parent.
             Some(exit) => Exit {
-                status: exit.0 as u32,
+                status: exit.0 as u32 & 0xff,
             },
             None => {
                 report(stderr, &format!("the guest trapped: {error:?}"));
