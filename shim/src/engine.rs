@@ -2,6 +2,7 @@
 //! and turning Wasm bytes into something ready to instantiate.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use wasmpod_oci::{WasmKind, WasmSource};
@@ -92,8 +93,10 @@ pub enum Origin {
 pub struct WasmEngine {
     engine: Engine,
     cache: CodeCache,
-    modules: Linker<WasiP1Ctx>,
-    components: ComponentLinker<ComponentState>,
+    // Built on first use: a pod of components never pages in the preview 1
+    // registration code, and the reverse.
+    modules: OnceLock<Linker<WasiP1Ctx>>,
+    components: OnceLock<ComponentLinker<ComponentState>>,
 }
 
 impl WasmEngine {
@@ -107,12 +110,25 @@ impl WasmEngine {
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).map_err(EngineError::Config)?;
-        let mut modules = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |s| s).map_err(EngineError::Config)?;
+        let cache = CodeCache::new(cache_dir, &engine);
+        Ok(Self {
+            engine,
+            cache,
+            modules: OnceLock::new(),
+            components: OnceLock::new(),
+        })
+    }
+
+    fn module_linker(&self) -> Result<&Linker<WasiP1Ctx>, EngineError> {
+        if let Some(linker) = self.modules.get() {
+            return Ok(linker);
+        }
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| s).map_err(EngineError::Config)?;
         // wasmtime-wasi traps on `proc_exit` statuses of 126 and above; a
         // native process may exit with any status, and so may a guest.
-        modules.allow_shadowing(true);
-        modules
+        linker.allow_shadowing(true);
+        linker
             .func_wrap(
                 "wasi_snapshot_preview1",
                 "proc_exit",
@@ -121,16 +137,18 @@ impl WasmEngine {
                 },
             )
             .map_err(EngineError::Config)?;
-        modules.allow_shadowing(false);
-        let mut components = ComponentLinker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut components).map_err(EngineError::Config)?;
-        let cache = CodeCache::new(cache_dir, &engine);
-        Ok(Self {
-            engine,
-            cache,
-            modules,
-            components,
-        })
+        linker.allow_shadowing(false);
+        // Two first guests may race here; either linker is as good.
+        Ok(self.modules.get_or_init(|| linker))
+    }
+
+    fn component_linker(&self) -> Result<&ComponentLinker<ComponentState>, EngineError> {
+        if let Some(linker) = self.components.get() {
+            return Ok(linker);
+        }
+        let mut linker = ComponentLinker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
+        Ok(self.components.get_or_init(|| linker))
     }
 
     /// The shared engine.
@@ -163,7 +181,10 @@ impl WasmEngine {
                         "the module exports no `_start` function (is it a library or reactor?)"
                     )));
                 }
-                let pre = self.modules.instantiate_pre(&module).map_err(unsupported)?;
+                let pre = self
+                    .module_linker()?
+                    .instantiate_pre(&module)
+                    .map_err(unsupported)?;
                 Ok((Program::Module(pre), origin))
             }
             WasmKind::Component => {
@@ -174,7 +195,7 @@ impl WasmEngine {
                     Component::serialize,
                 )?;
                 let pre = self
-                    .components
+                    .component_linker()?
                     .instantiate_pre(&component)
                     .map_err(unsupported)?;
                 let command = CommandPre::new(pre).map_err(unsupported)?;

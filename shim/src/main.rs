@@ -8,8 +8,11 @@ use containerd_shim_wasmpod::{daemon, logging};
 fn main() -> anyhow::Result<()> {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let flags = containerd_shim::parse(&args)?;
+    limit_malloc_arenas();
+    // The server's own work is small (ttrpc, events); guests run on their
+    // own threads, so one worker is enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()?;
     match flags.action.as_str() {
@@ -37,4 +40,16 @@ fn main() -> anyhow::Result<()> {
         Some(config),
     ));
     Ok(())
+}
+
+/// glibc gives each thread that allocates its own 1 MiB+ arena; a shim with
+/// a few threads would carry several mostly empty ones. One arena is plenty
+/// for its allocation rate.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only adjusts allocator tuning; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -503,9 +503,12 @@ mod tests {
 
     use super::*;
 
-    /// Records the topic and exit status of every event.
+    /// Topic and exit status (exit and delete events) of each event.
+    type Seen = Vec<(String, Option<u32>)>;
+
+    /// Records every event published.
     #[derive(Default, Clone)]
-    struct Recorder(Arc<StdMutex<Vec<(String, Option<u32>)>>>);
+    struct Recorder(Arc<StdMutex<Seen>>);
 
     #[async_trait]
     impl EventSink for Recorder {

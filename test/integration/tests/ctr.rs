@@ -89,8 +89,16 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 /// Starts `ctr run --rm` in the background and returns once the task runs.
-#[allow(clippy::zombie_processes, reason = "the caller waits for the child it gets")]
 fn spawn_running(program: &str) -> (String, Child) {
+    spawn_running_with(&[], program)
+}
+
+/// As [`spawn_running`], with `flags` before the image.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the caller waits for the child it gets"
+)]
+fn spawn_running_with(flags: &[&str], program: &str) -> (String, Child) {
     let env = env();
     let id = unique("bg");
     let mut child = Command::new(&env.ctr)
@@ -104,6 +112,7 @@ fn spawn_running(program: &str) -> (String, Child) {
             "--runtime",
             RUNTIME,
         ])
+        .args(flags)
         .args([IMAGE, &id, program])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -300,6 +309,65 @@ fn takes_ten_thousand_args() {
     assert!(text(&out.stderr).starts_with("wasmpod: the guest trapped"));
     let out = run("/count_args.component.wasm", &args[..100]);
     assert_eq!(text(&out.stdout), "args=100 bytes=800\n");
+}
+
+/// A CRI pod through ctr: the sandbox container runs nothing and holds
+/// until stopped, and every container of the pod is served by one shim.
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn containers_of_one_pod_share_one_shim_and_its_sandbox_holds() {
+    let pod = unique("pod");
+    let sandbox_id = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let (sandbox, sandbox_ctr) = spawn_running_with(
+        &[
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+            "--annotation",
+            &sandbox_id,
+        ],
+        "/not-even-read.wasm",
+    );
+    let (guest, guest_ctr) = spawn_running_with(
+        &[
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            &sandbox_id,
+        ],
+        "/sleep.component.wasm",
+    );
+    assert_eq!(our_shims(&env().address).len(), 1, "one shim for the pod");
+    let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+    let pid = |id: &str| {
+        tasks
+            .lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        pid(&sandbox),
+        pid(&guest),
+        "both tasks live in the same shim:\n{tasks}"
+    );
+
+    // A short-lived container of the pod comes and goes; the pod stays up.
+    let out = run_with(&["--annotation", &sandbox_id], "/hello.component.wasm", &[]);
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(our_shims(&env().address).len(), 1);
+
+    kill(&guest, "SIGKILL");
+    assert_eq!(
+        status(&guest_ctr.wait_with_output().expect("ctr exits")),
+        137
+    );
+    // Like the pause process, the sandbox ends cleanly on SIGTERM.
+    kill(&sandbox, "SIGTERM");
+    assert_eq!(
+        status(&sandbox_ctr.wait_with_output().expect("ctr exits")),
+        0
+    );
+    assert_node_is_clean();
 }
 
 /// Bad programs fail `ctr run` with a message that says why, and leave no
