@@ -35,6 +35,7 @@ class Containerd:
         env = dict(line.split("=", 1) for line in sh(script, "env", suite).stdout.split())
         self.ctr_bin, self.sock = env["WASMPOD_CTR"], env["WASMPOD_ADDRESS"]
         self.wasm_cache = env["WASMPOD_WASM_CACHE"]
+        self.log = env["WASMPOD_CONTAINERD_LOG"]
 
     def ctr(self, *args, check=True):
         return subprocess.run(
@@ -112,6 +113,59 @@ def shim_memory(c, cold):
     return hwm, rss
 
 
+def smaps_kib(pid, field):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def pods_memory(c, pods):
+    """Mean PSS and private memory (KiB) per shim with `pods` guests running,
+    one shim each: what one more pod costs the node."""
+    procs, names = [], [f"pod-{i}" for i in range(pods)]
+    for name in names:
+        procs.append(subprocess.Popen(
+            [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
+             "docker.io/wasmpod/test-programs:latest", name, "/sleep.component.wasm"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        ))
+    for name in names:
+        running(c, name)
+    time.sleep(0.2)
+    pids = shim_pids(c.sock)
+    if len(pids) != pods:
+        sys.exit(f"expected {pods} shims, found {len(pids)}")
+    pss = sum(smaps_kib(p, "Pss") for p in pids) / pods
+    private = sum(smaps_kib(p, "Private_Dirty") for p in pids) / pods
+    for name, proc in zip(names, procs):
+        c.ctr("tasks", "kill", "-s", "SIGKILL", name)
+        proc.wait(timeout=30)
+    return pss, private
+
+
+def shim_kill_ms(log_path, names):
+    """From the shim's own log: 'container killed' to 'container exited'."""
+    stamps = {}
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            for event in ("container killed", "container exited"):
+                if event in line:
+                    for name in names:
+                        if f"id={name} " in line or line.rstrip().endswith(f"id={name}"):
+                            ts = line.split()[0]
+                            stamps.setdefault(name, {})[event] = ts
+    out = []
+    for name in names:
+        ev = stamps.get(name, {})
+        if len(ev) == 2:
+            t = [time.mktime(time.strptime(v[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + v[20:-1])
+                 for v in (ev["container killed"], ev["container exited"])]
+            out.append((t[1] - t[0]) * 1000)
+    return out
+
+
 def kill_latency(c, runs):
     """ms from `ctr tasks kill -s SIGKILL` returning to the task being STOPPED."""
     out = []
@@ -159,7 +213,10 @@ def main():
             warm.append(timed_run(c, f"warm-{i}", wasm, wasm_img, ["/hello.wasm"]))
         hwm_cold, _ = shim_memory(c, cold=True)
         hwm_warm, rss_warm = shim_memory(c, cold=False)
-        kills = kill_latency(c, max(5, a.runs // 3))
+        kill_runs = max(5, a.runs // 3)
+        kills = kill_latency(c, kill_runs)
+        inner_kills = shim_kill_ms(c.log, [f"kill-{i}" for i in range(kill_runs)])
+        pod_pss, pod_private = pods_memory(c, 5)
     finally:
         c.stop()
 
@@ -175,12 +232,16 @@ def main():
                      ("wasmpod, hello component, warm cache", warm)):
         print(f"| {label} | {pct(v, 50):.1f} | {pct(v, 90):.1f} | {pct(v, 50) / base:.2f}x |")
     print(f"| SIGKILL of a spinning guest until ctr returns | {pct(kills, 50):.1f} | {pct(kills, 90):.1f} | |")
+    if inner_kills:
+        print(f"| SIGKILL of a spinning guest inside the shim (its log) | {pct(inner_kills, 50):.2f} | {pct(inner_kills, 90):.2f} | |")
     print()
     print("| shim memory, one running guest | KiB |")
     print("|---|---:|")
     print(f"| peak RSS (VmHWM), warm cache | {hwm_warm} |")
     print(f"| RSS while running, warm cache | {rss_warm} |")
     print(f"| peak RSS (VmHWM), cold cache (compiles) | {hwm_cold} |")
+    print(f"| per pod with 5 pods running: PSS (shared code split between shims) | {pod_pss:.0f} |")
+    print(f"| per pod with 5 pods running: private dirty memory | {pod_private:.0f} |")
 
 
 if __name__ == "__main__":
