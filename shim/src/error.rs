@@ -56,6 +56,9 @@ pub enum TaskError {
     /// A standard stream could not be opened.
     #[error(transparent)]
     Stdio(#[from] StdioError),
+    /// A bug: the shim panicked while doing this; its log has the panic.
+    #[error("wasmpod crashed while {0}; the containerd log has the details")]
+    Crashed(&'static str),
 }
 
 impl TaskError {
@@ -69,9 +72,11 @@ impl TaskError {
                 Code::INVALID_ARGUMENT
             }
             Self::State { .. } => Code::FAILED_PRECONDITION,
-            Self::Capability(_) | Self::Spawn(_) | Self::Mount(_) | Self::Stdio(_) => {
-                Code::INTERNAL
-            }
+            Self::Capability(_)
+            | Self::Spawn(_)
+            | Self::Mount(_)
+            | Self::Stdio(_)
+            | Self::Crashed(_) => Code::INTERNAL,
         }
     }
 }
@@ -134,6 +139,10 @@ mod tests {
             ),
             (
                 TaskError::Stdio(StdioError::Scheme("binary://x".into())),
+                Code::INTERNAL,
+            ),
+            (
+                TaskError::Crashed("preparing the container"),
                 Code::INTERNAL,
             ),
         ];

@@ -47,6 +47,17 @@ fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
     MessageField::some(Timestamp::from(at))
 }
 
+fn exit_event(id: &str, pid: u32, exited: Exited) -> TaskExit {
+    TaskExit {
+        container_id: id.to_owned(),
+        id: id.to_owned(),
+        pid,
+        exit_status: exited.status,
+        exited_at: timestamp(exited.at),
+        ..Default::default()
+    }
+}
+
 impl<E: EventSink> TaskService<E> {
     /// A service running guests on `engine`, reporting to `events`;
     /// `exit` is signalled when containerd shuts the last task down.
@@ -76,17 +87,6 @@ impl<E: EventSink> TaskService<E> {
             .get_mut(id)
             .ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
         f(task)
-    }
-
-    fn exit_event(&self, id: &str, exited: Exited) -> TaskExit {
-        TaskExit {
-            container_id: id.to_owned(),
-            id: id.to_owned(),
-            pid: self.pid,
-            exit_status: exited.status,
-            exited_at: timestamp(exited.at),
-            ..Default::default()
-        }
     }
 
     async fn create_task(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
@@ -193,9 +193,7 @@ impl<E: EventSink> TaskService<E> {
         .await
         .unwrap_or_else(|join| {
             tracing::error!(error = %join, "preparing the container panicked");
-            Err(TaskError::Unsupported(
-                "this container (preparing it crashed; see the containerd log)",
-            ))
+            Err(TaskError::Crashed("preparing the container"))
         })
     }
 
@@ -203,26 +201,16 @@ impl<E: EventSink> TaskService<E> {
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Handle::current();
         let events = self.events.clone();
-        let exit_events = self.exit_event(
-            id,
-            Exited {
-                status: 0,
-                at: SystemTime::now(),
-            },
-        );
-        let id_owned = id.to_owned();
+        let (id_owned, pid) = (id.to_owned(), self.pid);
         self.with_task(id, |task| {
             task.start(self.engine.engine(), move |exited| {
                 tracing::info!(id = %id_owned, status = exited.status, "container exited");
                 runtime.spawn(async move {
                     // TaskStart goes out first, whatever the race.
                     let _ = started_rx.await;
-                    let event = TaskExit {
-                        exit_status: exited.status,
-                        exited_at: timestamp(exited.at),
-                        ..exit_events
-                    };
-                    events.publish(Box::new(event)).await;
+                    events
+                        .publish(Box::new(exit_event(&id_owned, pid, exited)))
+                        .await;
                 });
             })
         })?;
@@ -260,7 +248,7 @@ impl<E: EventSink> TaskService<E> {
         tracing::info!(id = %req.id, signal, "container killed");
         if let Some(exited) = ended {
             self.events
-                .publish(Box::new(self.exit_event(&req.id, exited)))
+                .publish(Box::new(exit_event(&req.id, self.pid, exited)))
                 .await;
         }
         Ok(())
