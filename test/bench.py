@@ -76,12 +76,22 @@ def shim_pids(sock):
     return pids
 
 
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
+def proc_kib(pid, table, field):
+    """A `Field: N kB` value from /proc/PID/status or /proc/PID/smaps_rollup."""
+    with open(f"/proc/{pid}/{table}") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def spawn_guest(c, name, program):
+    """`ctr run --rm` of a test program in the background."""
+    return subprocess.Popen(
+        [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
+         "docker.io/wasmpod/test-programs:latest", name, program],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
 
 
 def running(c, name, timeout=30):
@@ -99,26 +109,14 @@ def shim_memory(c, cold):
     if cold:
         shutil.rmtree(c.wasm_cache, ignore_errors=True)
     name = f"mem-{'cold' if cold else 'warm'}"
-    proc = subprocess.Popen(
-        [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
-         "docker.io/wasmpod/test-programs:latest", name, "/sleep.component.wasm"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    )
+    proc = spawn_guest(c, name, "/sleep.component.wasm")
     running(c, name)
     time.sleep(0.2)
     (pid,) = shim_pids(c.sock)
-    hwm, rss = status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS")
+    hwm, rss = proc_kib(pid, "status", "VmHWM"), proc_kib(pid, "status", "VmRSS")
     c.ctr("tasks", "kill", "-s", "SIGKILL", name)
     proc.wait(timeout=30)
     return hwm, rss
-
-
-def smaps_kib(pid, field):
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def pods_memory(c, pods):
@@ -126,19 +124,15 @@ def pods_memory(c, pods):
     one shim each: what one more pod costs the node."""
     procs, names = [], [f"pod-{i}" for i in range(pods)]
     for name in names:
-        procs.append(subprocess.Popen(
-            [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
-             "docker.io/wasmpod/test-programs:latest", name, "/sleep.component.wasm"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        ))
+        procs.append(spawn_guest(c, name, "/sleep.component.wasm"))
     for name in names:
         running(c, name)
     time.sleep(0.2)
     pids = shim_pids(c.sock)
     if len(pids) != pods:
         sys.exit(f"expected {pods} shims, found {len(pids)}")
-    pss = sum(smaps_kib(p, "Pss") for p in pids) / pods
-    private = sum(smaps_kib(p, "Private_Dirty") for p in pids) / pods
+    pss = sum(proc_kib(p, "smaps_rollup", "Pss") for p in pids) / pods
+    private = sum(proc_kib(p, "smaps_rollup", "Private_Dirty") for p in pids) / pods
     for name, proc in zip(names, procs):
         c.ctr("tasks", "kill", "-s", "SIGKILL", name)
         proc.wait(timeout=30)
@@ -171,11 +165,7 @@ def kill_latency(c, runs):
     out = []
     for i in range(runs):
         name = f"kill-{i}"
-        proc = subprocess.Popen(
-            [c.ctr_bin, "-a", c.sock, "-n", NS, "run", "--rm", "--runtime", RUNTIME,
-             "docker.io/wasmpod/test-programs:latest", name, "/loop.component.wasm"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
+        proc = spawn_guest(c, name, "/loop.component.wasm")
         running(c, name)
         start = time.perf_counter()
         c.ctr("tasks", "kill", "-s", "SIGKILL", name)
