@@ -1,13 +1,17 @@
 //! Where the Wasm a container runs comes from.
 //!
-//! Today that is a `.wasm` file inside the container's root filesystem (an
-//! ordinary OCI image built `FROM scratch`). Wasm OCI artifacts read from
-//! containerd's content store will be a second [`WasmSource`] origin.
+//! Either a `.wasm` file inside the container's root filesystem (an ordinary
+//! OCI image built `FROM scratch`), or the Wasm layer of an image in
+//! containerd's content store (the CNCF Wasm artifact and its relatives, see
+//! [`artifact`]).
 
+pub mod artifact;
+mod content;
 mod image;
 mod kind;
 mod rootfs;
 
+pub use content::{ContentError, ContentStore};
 pub use image::{ImageFile, ImageSpec, write_image_archive};
 pub use kind::WasmKind;
 pub use rootfs::{MAX_WASM_SIZE, SourceError, read_from_rootfs};

@@ -139,8 +139,10 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let engine = Arc::new(WasmEngine::new(cache_dir)?);
     let exit = Arc::new(ExitSignal::default());
     let events = ContainerdEvents::new(publisher, flags.namespace.clone());
-    let service: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(TaskService::new(engine.clone(), events, exit.clone()));
+    let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(
+        TaskService::new(engine.clone(), events, exit.clone())
+            .with_images(flags.address.clone(), flags.namespace.clone()),
+    );
 
     let v3 = create_task(service.clone());
     let v2 = create_task(service)

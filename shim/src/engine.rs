@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use wasmpod_oci::{WasmKind, WasmSource};
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Config, Engine, InstancePre, Linker, Module};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -78,6 +78,12 @@ pub enum Program {
     Module(InstancePre<WasiP1Ctx>),
     /// A preview 2 command component.
     Component(CommandPre<ComponentState>),
+}
+
+/// Compiled code of either kind.
+enum Code {
+    Module(Module),
+    Component(Component),
 }
 
 /// How a program was obtained, for the log.
@@ -164,11 +170,7 @@ impl WasmEngine {
     /// Compiles `source` (or loads it from the cache) and links it against
     /// WASI, so that a bad program fails here, at create, and not at start.
     pub fn prepare(&self, source: &WasmSource) -> Result<(Program, Origin), EngineError> {
-        let unsupported = |source_err| EngineError::Unsupported {
-            origin: source.origin.clone(),
-            source: source_err,
-        };
-        match source.kind {
+        let (code, origin) = match source.kind {
             WasmKind::Module => {
                 let (module, origin) = self.compiled(
                     source,
@@ -176,6 +178,48 @@ impl WasmEngine {
                     || Module::new(&self.engine, &source.bytes),
                     Module::serialize,
                 )?;
+                (Code::Module(module), origin)
+            }
+            WasmKind::Component => {
+                let (component, origin) = self.compiled(
+                    source,
+                    |path| cache::load_component(&self.engine, path),
+                    || Component::new(&self.engine, &source.bytes),
+                    Component::serialize,
+                )?;
+                (Code::Component(component), origin)
+            }
+        };
+        Ok((self.link(code, &source.origin)?, origin))
+    }
+
+    /// Loads the program whose Wasm has `digest` from the cache alone, so
+    /// that a layer whose code is cached is never read. `None`: not cached.
+    pub fn prepare_cached(
+        &self,
+        digest: &str,
+        origin: &str,
+    ) -> Result<Option<Program>, EngineError> {
+        let load = |path: &std::path::Path| match Engine::detect_precompiled_file(path)? {
+            Some(Precompiled::Module) => cache::load_module(&self.engine, path).map(Code::Module),
+            Some(Precompiled::Component) => {
+                cache::load_component(&self.engine, path).map(Code::Component)
+            }
+            None => Err(wasmtime::format_err!("not a Wasmtime compiled artifact")),
+        };
+        match self.found(digest, self.cache.lookup(digest, load)) {
+            Some(code) => self.link(code, origin).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn link(&self, code: Code, origin: &str) -> Result<Program, EngineError> {
+        let unsupported = |source| EngineError::Unsupported {
+            origin: origin.to_owned(),
+            source,
+        };
+        match code {
+            Code::Module(module) => {
                 if module.get_export("_start").is_none() {
                     return Err(unsupported(wasmtime::format_err!(
                         "the module exports no `_start` function (is it a library or reactor?)"
@@ -185,21 +229,36 @@ impl WasmEngine {
                     .module_linker()?
                     .instantiate_pre(&module)
                     .map_err(unsupported)?;
-                Ok((Program::Module(pre), origin))
+                Ok(Program::Module(pre))
             }
-            WasmKind::Component => {
-                let (component, origin) = self.compiled(
-                    source,
-                    |path| cache::load_component(&self.engine, path),
-                    || Component::new(&self.engine, &source.bytes),
-                    Component::serialize,
-                )?;
+            Code::Component(component) => {
                 let pre = self
                     .component_linker()?
                     .instantiate_pre(&component)
                     .map_err(unsupported)?;
-                let command = CommandPre::new(pre).map_err(unsupported)?;
-                Ok((Program::Component(command), origin))
+                Ok(Program::Component(
+                    CommandPre::new(pre).map_err(unsupported)?,
+                ))
+            }
+        }
+    }
+
+    /// What a cache lookup gave, with corrupt entries logged and counted.
+    fn found<T>(&self, digest: &str, lookup: Lookup<T>) -> Option<T> {
+        match lookup {
+            Lookup::Hit(code) => {
+                tracing::debug!(digest, "loaded compiled code from the cache");
+                Some(code)
+            }
+            Lookup::Miss => None,
+            Lookup::Corrupt(reason) => {
+                tracing::warn!(
+                    digest,
+                    %reason,
+                    corrupt_total = self.cache.stats.corrupt.load(std::sync::atomic::Ordering::Relaxed),
+                    "discarded a corrupt compiled-code cache entry; compiling again"
+                );
+                None
             }
         }
     }
@@ -211,18 +270,8 @@ impl WasmEngine {
         compile: impl FnOnce() -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
     ) -> Result<(T, Origin), EngineError> {
-        match self.cache.lookup(&source.digest, load) {
-            Lookup::Hit(code) => {
-                tracing::debug!(digest = %source.digest, "loaded compiled code from the cache");
-                return Ok((code, Origin::Cached));
-            }
-            Lookup::Miss => {}
-            Lookup::Corrupt(reason) => tracing::warn!(
-                digest = %source.digest,
-                %reason,
-                corrupt_total = self.cache.stats.corrupt.load(std::sync::atomic::Ordering::Relaxed),
-                "discarded a corrupt compiled-code cache entry; compiling again"
-            ),
+        if let Some(code) = self.found(&source.digest, self.cache.lookup(&source.digest, load)) {
+            return Ok((code, Origin::Cached));
         }
         let started = Instant::now();
         let code = compile().map_err(|e| EngineError::Compile {

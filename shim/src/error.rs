@@ -41,6 +41,9 @@ pub enum TaskError {
     /// The Wasm could not be found or read.
     #[error(transparent)]
     Source(#[from] wasmpod_oci::SourceError),
+    /// The image's Wasm layer could not be found or read.
+    #[error(transparent)]
+    Content(#[from] wasmpod_oci::ContentError),
     /// The Wasm could not be compiled or linked.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -68,9 +71,11 @@ impl TaskError {
             Self::NotFound(_) => Code::NOT_FOUND,
             Self::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Self::Unsupported(_) => Code::UNIMPLEMENTED,
-            Self::Signal(_) | Self::Spec(_) | Self::Source(_) | Self::Engine(_) => {
-                Code::INVALID_ARGUMENT
-            }
+            Self::Signal(_)
+            | Self::Spec(_)
+            | Self::Source(_)
+            | Self::Content(_)
+            | Self::Engine(_) => Code::INVALID_ARGUMENT,
             Self::State { .. } => Code::FAILED_PRECONDITION,
             Self::Capability(_)
             | Self::Spawn(_)

@@ -19,6 +19,9 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
 
+use wasmpod_oci::artifact::WasmLayer;
+use wasmpod_oci::{ContentStore, SourceError, WasmSource};
+
 use crate::capabilities::Grants;
 use crate::engine::{Origin, WasmEngine};
 use crate::error::TaskError;
@@ -41,6 +44,38 @@ pub struct TaskService<E> {
     events: Arc<E>,
     exit: Arc<ExitSignal>,
     pid: u32,
+    images: Option<Images>,
+}
+
+/// Where to find containers' images: containerd's gRPC socket and the
+/// namespace this shim serves, connected on first use.
+struct Images {
+    address: String,
+    namespace: String,
+    store: tokio::sync::OnceCell<Arc<ContentStore>>,
+}
+
+/// Where a container's Wasm is.
+enum Located {
+    /// Read from the rootfs.
+    Rootfs(WasmSource),
+    /// A layer of the container's image, read only if its code is not cached.
+    Layer {
+        store: Arc<ContentStore>,
+        image: String,
+        layer: WasmLayer,
+    },
+}
+
+fn log_created(id: &str, origin: &str, digest: &str, how: Origin, grants: &Grants) {
+    tracing::info!(
+        %id,
+        origin,
+        digest,
+        cached = how == Origin::Cached,
+        granted = %grants,
+        "container created"
+    );
 }
 
 fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
@@ -68,6 +103,58 @@ impl<E: EventSink> TaskService<E> {
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
+            images: None,
+        }
+    }
+
+    /// Lets the service read Wasm layers of images from containerd's
+    /// content store (gRPC socket `address`, `namespace`).
+    pub fn with_images(mut self, address: String, namespace: String) -> Self {
+        self.images = Some(Images {
+            address,
+            namespace,
+            store: tokio::sync::OnceCell::new(),
+        });
+        self
+    }
+
+    /// Finds the container's Wasm: the file `process.args[0]` names in its
+    /// rootfs, or else the Wasm layer of its image.
+    async fn locate(&self, id: &str, spec: &ContainerSpec) -> Result<Located, TaskError> {
+        let rootfs = spec.rootfs.clone();
+        let entrypoint = spec.args.first().cloned().unwrap_or_default();
+        let from_rootfs = tokio::task::spawn_blocking(move || {
+            wasmpod_oci::read_from_rootfs(&rootfs, &entrypoint)
+        })
+        .await
+        .map_err(|_| TaskError::Crashed("reading the rootfs"))?;
+        let missing = match from_rootfs {
+            Ok(source) => return Ok(Located::Rootfs(source)),
+            Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(images) = &self.images else {
+            return Err(missing.into());
+        };
+        let store = images
+            .store
+            .get_or_try_init(|| async {
+                ContentStore::connect(&images.address, &images.namespace)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?
+            .clone();
+        let Some(image) = store.container_image(id).await? else {
+            return Err(missing.into());
+        };
+        match store.wasm_layer(&image).await? {
+            Some(layer) => Ok(Located::Layer {
+                store,
+                image,
+                layer,
+            }),
+            None => Err(missing.into()),
         }
     }
 
@@ -154,28 +241,41 @@ impl<E: EventSink> TaskService<E> {
         spec: ContainerSpec,
         stdio_paths: StdioPaths,
     ) -> Result<Task, TaskError> {
+        let located = match spec.role {
+            ContainerRole::Sandbox => None,
+            ContainerRole::Guest => Some(self.locate(id, &spec).await?),
+        };
         let engine = self.engine.clone();
         let id = id.to_owned();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let grants = Grants::for_container(&spec);
-            let program = match spec.role {
-                ContainerRole::Sandbox => {
+            let program = match located {
+                None => {
                     tracing::info!(%id, "pod sandbox created");
                     None
                 }
-                ContainerRole::Guest => {
-                    let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
-                    let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
+                Some(Located::Rootfs(source)) => {
                     let (program, origin) = engine.prepare(&source)?;
-                    tracing::info!(
-                        %id,
-                        kind = %source.kind,
-                        origin = %source.origin,
-                        digest = %source.digest,
-                        cached = origin == Origin::Cached,
-                        granted = %grants,
-                        "container created"
-                    );
+                    log_created(&id, &source.origin, &source.digest, origin, &grants);
+                    Some(program)
+                }
+                Some(Located::Layer {
+                    store,
+                    image,
+                    layer,
+                }) => {
+                    let digest = &layer.descriptor.digest;
+                    let origin = format!("image:{image}@{digest} ({})", layer.layout);
+                    let (program, how) = match engine.prepare_cached(digest, &origin)? {
+                        Some(program) => (program, Origin::Cached),
+                        None => {
+                            // A blocking thread may wait on the runtime.
+                            let source = runtime.block_on(store.read_layer(&image, &layer))?;
+                            engine.prepare(&source)?
+                        }
+                    };
+                    log_created(&id, &origin, digest, how, &grants);
                     Some(program)
                 }
             };
