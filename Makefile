@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIXTURES := $(CURDIR)/target/fixtures
 # Debian releases whose containerd the integration tests run against.
-SUITES ?= bookworm forky
+SUITES ?= bookworm trixie forky
 
 .PHONY: all deps build fixtures demo test unit integration bench lint clean
 
@@ -17,7 +17,7 @@ deps:
 # One profile for everything (release): Wasmtime is built once, and tests,
 # demo and benchmark exercise the binary that ships.
 build: deps
-	$(CARGO) build --release --locked -p containerd-shim-wasmpod -p wasmpod-fixtures
+	$(CARGO) build --release --locked -p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
 
 fixtures: build
 	test/wasm/build.sh $(FIXTURES)

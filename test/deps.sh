@@ -10,6 +10,8 @@ packages=(
     runc                                            # the container baseline
     python3-venv                                    # componentize-py's virtualenv
     ca-certificates                                 # pip and apt over https
+    docker-registry apache2-utils curl              # a private registry (htpasswd for 401s)
+    skopeo                                          # reads what `wasmpod push` wrote
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -8,12 +8,31 @@ here=$(cd "$(dirname "$0")" && pwd)
 suite=${1:?usage: integration.sh SUITE FIXTURES_DIR}
 fixtures=$(cd "${2:?usage: integration.sh SUITE FIXTURES_DIR}" && pwd)
 
-"$here/containerd.sh" stop "$suite"
-trap '"$here/containerd.sh" stop "$suite"' EXIT
+top=$(cd "$here/.." && pwd)
+python=$top/target/venv/bin/python
+
+stop_all() {
+    "$here/containerd.sh" stop "$suite"
+    "$here/registry.sh" stop plain
+    "$here/registry.sh" stop auth
+}
+stop_all
+trap stop_all EXIT
 "$here/containerd.sh" start "$suite"
+"$here/registry.sh" start plain
+"$here/registry.sh" start auth
+# oras (PyPI) is the other side of the interoperability tests.
+"$python" -c 'import oras' 2>/dev/null || "$top/target/venv/bin/pip" install -q 'oras==0.2.43'
 set -a
 eval "$("$here/containerd.sh" env "$suite")"
 WASMPOD_FIXTURES=$fixtures
+WASMPOD_REGISTRY=$("$here/registry.sh" addr plain)
+WASMPOD_REGISTRY_AUTH=$("$here/registry.sh" addr auth)
+WASMPOD_CLI=$top/target/release/wasmpod
+WASMPOD_PYTHON=$python
+# The CLI reads registry credentials from here: none, unless a test adds some.
+DOCKER_CONFIG=$top/target/docker-config
+mkdir -p "$DOCKER_CONFIG"
 set +a
 echo "== integration tests on containerd $("$WASMPOD_CTR" --version | awk '{print $3}') (Debian $suite)"
 # One at a time: the leak checks count every shim and mount of this containerd.

@@ -19,8 +19,8 @@ paths() {
     name=${1:-plain}
     dir=$run_root/registry-$name
     case $name in
-        plain) port=${WASMPOD_REGISTRY_PORT:-5000} ;;
-        auth) port=${WASMPOD_REGISTRY_AUTH_PORT:-5001} ;;
+        plain) port=${WASMPOD_REGISTRY_PORT:-5050} ;;
+        auth) port=${WASMPOD_REGISTRY_AUTH_PORT:-5051} ;;
         *) die "unknown registry $name (plain or auth)" ;;
     esac
     addr=127.0.0.1:$port

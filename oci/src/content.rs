@@ -12,9 +12,9 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::metadata::{Ascii, MetadataValue};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
-use sha2::{Digest, Sha256};
 
 use crate::artifact::{self, Index, Manifest, WasmLayer};
+use crate::verify::{Mismatch, Verifier};
 use crate::{MAX_WASM_SIZE, WasmKind, WasmSource};
 
 /// Largest manifest, index or config wasmpod reads (4 MiB, as containerd).
@@ -88,27 +88,15 @@ pub enum ContentError {
     /// The image's layers do not form a layout wasmpod knows.
     #[error(transparent)]
     Layout(#[from] artifact::LayoutError),
-    /// A blob's bytes do not hash to the digest that names it.
-    #[error("image {image}: layer {digest} does not match its digest (the bytes hash to {actual})")]
-    DigestMismatch {
+    /// A blob is not what its descriptor says (size or digest).
+    #[error("image {image}: blob {digest} {mismatch}")]
+    Mismatch {
         /// The image name.
         image: String,
         /// The digest the manifest gives.
         digest: String,
-        /// What the bytes hash to.
-        actual: String,
-    },
-    /// A blob is not the size its descriptor gives.
-    #[error("image {image}: layer {digest} is {actual} bytes, but the manifest says {expected}")]
-    SizeMismatch {
-        /// The image name.
-        image: String,
-        /// The blob's digest.
-        digest: String,
-        /// Size from the descriptor.
-        expected: u64,
-        /// Bytes actually read (or at least that many).
-        actual: u64,
+        /// How it differs.
+        mismatch: Mismatch,
     },
     /// A blob is larger than wasmpod accepts.
     #[error(
@@ -324,113 +312,18 @@ impl ContentStore {
             .await
             .map_err(rpc_error)?
             .into_inner();
-        let mut verifier = Verifier::new(image, desc);
+        let mut verifier = Verifier::new(&desc.digest, desc.size);
+        let mut bytes = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
+        let mismatch = |mismatch| ContentError::Mismatch {
+            image: image.to_owned(),
+            digest: desc.digest.clone(),
+            mismatch,
+        };
         while let Some(chunk) = stream.message().await.map_err(rpc_error)? {
-            verifier.update(&chunk.data)?;
+            verifier.update(&chunk.data).map_err(mismatch)?;
+            bytes.extend_from_slice(&chunk.data);
         }
-        verifier.finish()
-    }
-}
-
-/// Checks a blob against its descriptor while it streams in, so a lying
-/// manifest is caught before the bytes are used.
-struct Verifier<'a> {
-    image: &'a str,
-    desc: &'a artifact::Descriptor,
-    hasher: Sha256,
-    bytes: Vec<u8>,
-}
-
-impl<'a> Verifier<'a> {
-    fn new(image: &'a str, desc: &'a artifact::Descriptor) -> Self {
-        Self {
-            image,
-            desc,
-            hasher: Sha256::new(),
-            bytes: Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0)),
-        }
-    }
-
-    fn size_error(&self, actual: u64) -> ContentError {
-        ContentError::SizeMismatch {
-            image: self.image.to_owned(),
-            digest: self.desc.digest.clone(),
-            expected: self.desc.size,
-            actual,
-        }
-    }
-
-    fn update(&mut self, chunk: &[u8]) -> Result<(), ContentError> {
-        let total = (self.bytes.len() + chunk.len()) as u64;
-        if total > self.desc.size {
-            return Err(self.size_error(total));
-        }
-        self.hasher.update(chunk);
-        self.bytes.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Vec<u8>, ContentError> {
-        let read = self.bytes.len() as u64;
-        if read != self.desc.size {
-            return Err(self.size_error(read));
-        }
-        let actual = format!("sha256:{:x}", self.hasher.finalize());
-        if actual != self.desc.digest {
-            return Err(ContentError::DigestMismatch {
-                image: self.image.to_owned(),
-                digest: self.desc.digest.clone(),
-                actual,
-            });
-        }
-        Ok(self.bytes)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn desc(bytes: &[u8]) -> artifact::Descriptor {
-        artifact::Descriptor {
-            media_type: artifact::WASM_LAYER.to_owned(),
-            digest: format!("sha256:{:x}", Sha256::digest(bytes)),
-            size: bytes.len() as u64,
-            annotations: None,
-            platform: None,
-        }
-    }
-
-    #[test]
-    fn verifier_accepts_the_described_bytes_in_chunks() {
-        let d = desc(b"\0asm\x01\0\0\0");
-        let mut v = Verifier::new("img", &d);
-        v.update(b"\0asm").expect("chunk");
-        v.update(b"\x01\0\0\0").expect("chunk");
-        assert_eq!(v.finish().expect("verified"), b"\0asm\x01\0\0\0");
-    }
-
-    #[test]
-    fn verifier_catches_a_lying_descriptor() {
-        let d = desc(b"\0asm\x01\0\0\0");
-        let mut longer = Verifier::new("img", &d);
-        let err = longer.update(b"\0asm\x01\0\0\0\0").expect_err("too long");
-        assert!(matches!(err, ContentError::SizeMismatch { .. }), "{err}");
-
-        let mut shorter = Verifier::new("img", &d);
-        shorter.update(b"\0asm").expect("chunk");
-        let err = shorter.finish().expect_err("too short");
-        assert!(
-            matches!(err, ContentError::SizeMismatch { actual: 4, .. }),
-            "{err}"
-        );
-
-        let mut swapped = Verifier::new("img", &d);
-        swapped.update(b"\0asm\x0d\0\x01\0").expect("chunk");
-        let err = swapped.finish().expect_err("other bytes");
-        assert!(
-            err.to_string().contains("does not match its digest"),
-            "{err}"
-        );
+        verifier.finish().map_err(mismatch)?;
+        Ok(bytes)
     }
 }

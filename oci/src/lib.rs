@@ -10,6 +10,7 @@ mod content;
 mod image;
 mod kind;
 mod rootfs;
+pub mod verify;
 
 pub use content::{ContentError, ContentStore};
 pub use image::{ImageFile, ImageSpec, write_image_archive};
