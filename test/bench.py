@@ -4,12 +4,15 @@
 Measures wall time of `ctr run --rm` for the hello component through wasmpod
 (cold: empty compiled-code cache; warm: cached) and for the same program
 built natively and run by runc; the shim's memory; and how long a SIGKILL
-takes to end a guest spinning in a loop. Prints a Markdown table.
+takes to end a guest spinning in a loop. Then, on a containerd that unpacks
+Wasm artifacts, pull-to-running of a 5 MB component from the local registry
+and cold/warm starts of artifacts. Prints Markdown tables.
 
-    test/bench.py FIXTURES_DIR [--suite bookworm] [--runs 30]
+    test/bench.py FIXTURES_DIR [--suite bookworm] [--artifact-suite forky] [--runs 30]
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +20,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+REGISTRY = os.path.join(HERE, "registry.sh")
 RUNTIME = "io.containerd.wasmpod.v1"
 NS = "bench"
 
@@ -176,10 +181,108 @@ def kill_latency(c, runs):
     return out
 
 
+class Artifacts:
+    """Runs images the way the CRI does: a container created through
+    containerd's API (`ctr run` refuses the Wasm artifact's config type),
+    then `ctr task start`, which returns when the guest exits."""
+
+    def __init__(self, c):
+        self.c = c
+        self.create = os.path.join(TOP, "target/release/create-container")
+        self.spec = json.loads(c.ctr("oci", "spec").stdout)
+        self.spec_dir = os.path.join(os.path.dirname(c.wasm_cache), "bench-specs")
+        os.makedirs(self.spec_dir, exist_ok=True)
+
+    def run(self, name, image, argv, expect):
+        """ms from creating the container to the guest's exit."""
+        spec = dict(self.spec, process=dict(self.spec["process"], args=argv))
+        path = os.path.join(self.spec_dir, name + ".json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        start = time.perf_counter()
+        sh(self.create, self.c.sock, NS, name, image, path)
+        out = self.c.ctr("task", "start", name)
+        elapsed = (time.perf_counter() - start) * 1000
+        self.c.ctr("task", "rm", "-f", name, check=False)
+        self.c.ctr("containers", "rm", name)
+        if expect not in out.stdout:
+            sys.exit(f"unexpected output from {image}: {out.stdout!r} {out.stderr!r}")
+        return elapsed
+
+    def pull_to_running(self, name, image, argv, expect, layer):
+        """ms from `ctr images pull` of an image the node does not have
+        (nor its compiled code) to the guest's exit."""
+        self.c.ctr("images", "rm", "--sync", image, check=False)
+        held = [line.split()[0] for line in self.c.ctr("content", "ls").stdout.splitlines()[1:]]
+        if layer in held:
+            sys.exit(f"{layer} is still in the content store; the pull would not be measured")
+        shutil.rmtree(self.c.wasm_cache, ignore_errors=True)
+        start = time.perf_counter()
+        self.c.ctr("images", "pull", "--plain-http", image)
+        pulled = (time.perf_counter() - start) * 1000
+        return pulled + self.run(name, image, argv, expect)
+
+
+def artifact_bench(fixtures, suite, runs):
+    """Pushes the hello and the 5 MB component with `wasmpod push` to a
+    private registry and measures them through containerd `suite`."""
+    cli = os.path.join(TOP, "target/release/wasmpod")
+    subprocess.run([REGISTRY, "stop", "plain"], check=True)
+    subprocess.run([REGISTRY, "start", "plain"], check=True)
+    try:
+        addr = sh(REGISTRY, "addr", "plain").stdout.strip()
+        files = {"hello": os.path.join(fixtures, "rootfs/hello.component.wasm"),
+                 "big": os.path.join(fixtures, "big.component.wasm")}
+        refs, layers = {}, {}
+        for name, path in files.items():
+            ref = f"{addr}/bench/{name}:1"
+            sh(cli, "push", path, ref, "--plain-http")
+            refs[name] = ref
+            layers[name] = json.loads(sh(cli, "inspect", path, "--json").stdout)["digest"]
+        big_mib = os.path.getsize(files["big"]) / (1 << 20)
+        c = Containerd(suite)
+        try:
+            version = sh(c.ctr_bin, "--version").stdout.split()[2]
+            a = Artifacts(c)
+            hello = (refs["hello"], ["hello"], "hello from wasm")
+            big = (refs["big"], ["big"], "hello from wasm, big")
+            slow_runs = max(5, runs // 3)
+            pulls = [a.pull_to_running(f"pull-{i}", *big, layers["big"]) for i in range(slow_runs)]
+            cold, warm, hello_warm = [], [], []
+            a.run("hello-warmup", *hello)
+            for i in range(slow_runs):
+                shutil.rmtree(c.wasm_cache, ignore_errors=True)
+                cold.append(a.run(f"cold-{i}", *big))
+            for i in range(runs):
+                warm.append(a.run(f"warm-{i}", *big))
+                hello_warm.append(a.run(f"hello-{i}", *hello))
+        finally:
+            c.stop()
+    finally:
+        subprocess.run([REGISTRY, "stop", "plain"], check=True)
+
+    print()
+    print(f"containerd {version} (Debian {suite}); Wasm artifacts pushed with `wasmpod push` "
+          f"to a local registry; times are wall-clock ms from creating the container "
+          f"(through containerd's API, as the CRI does) to the guest's exit")
+    print()
+    print("| what | runs | p50 | p90 |")
+    print("|---|---:|---:|---:|")
+    for label, v in ((f"pull-to-running, {big_mib:.1f} MiB component, nothing on the node", pulls),
+                     (f"start, {big_mib:.1f} MiB component, cold cache (compiles)", cold),
+                     (f"start, {big_mib:.1f} MiB component, warm cache", warm),
+                     ("start, hello component artifact, warm cache", hello_warm)):
+        print(f"| {label} | {len(v)} | {pct(v, 50):.1f} | {pct(v, 90):.1f} |")
+    print(f"| warm start, {big_mib:.1f} MiB component minus hello (p50) | | "
+          f"{pct(warm, 50) - pct(hello_warm, 50):+.1f} | |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
     ap.add_argument("--suite", default=os.environ.get("BENCH_SUITE", "bookworm"))
+    ap.add_argument("--artifact-suite", default=os.environ.get("BENCH_ARTIFACT_SUITE", "forky"),
+                    help="a containerd (1.7.7 or later) that unpacks Wasm artifacts")
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
     a = ap.parse_args()
 
@@ -232,6 +335,8 @@ def main():
     print(f"| peak RSS (VmHWM), cold cache (compiles) | {hwm_cold} |")
     print(f"| per pod with 5 pods running: PSS (shared code split between shims) | {pod_pss:.0f} |")
     print(f"| per pod with 5 pods running: private dirty memory | {pod_private:.0f} |")
+
+    artifact_bench(a.fixtures, a.artifact_suite, a.runs)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ set -a
 eval "$("$here/containerd.sh" env "$suite")"
 WASMPOD_FIXTURES=$fixtures
 WASMPOD_REGISTRY=$("$here/registry.sh" addr plain)
+WASMPOD_REGISTRY_STORAGE=$("$here/registry.sh" storage plain)
 WASMPOD_REGISTRY_AUTH=$("$here/registry.sh" addr auth)
 WASMPOD_CLI=$top/target/release/wasmpod
 WASMPOD_PYTHON=$python
@@ -36,4 +37,5 @@ mkdir -p "$DOCKER_CONFIG"
 set +a
 echo "== integration tests on containerd $("$WASMPOD_CTR" --version | awk '{print $3}') (Debian $suite)"
 # One at a time: the leak checks count every shim and mount of this containerd.
-cargo test --release --locked -p wasmpod-integration -- --ignored --test-threads=1
+# --workspace: the same feature set as the unit run, so nothing is rebuilt.
+cargo test --release --locked --workspace --test ctr --test artifacts -- --ignored --test-threads=1

@@ -5,6 +5,7 @@
 #   test/registry.sh start [NAME]   start it; prints nothing, exits when it answers
 #   test/registry.sh stop [NAME]    stop it and remove its storage
 #   test/registry.sh addr [NAME]    print HOST:PORT
+#   test/registry.sh storage [NAME] print its storage directory (tests break it on purpose)
 #
 # NAME picks an instance (default "plain"): "plain" accepts anyone, "auth"
 # wants user `wasmpod` with password `wasmpod` (htpasswd), so that 401s can be
@@ -82,5 +83,6 @@ case ${1:-} in
     start) shift; start "$@" ;;
     stop) shift; stop "$@" ;;
     addr) shift; paths "$@"; echo "$addr" ;;
-    *) die "usage: registry.sh start|stop|addr [plain|auth]" ;;
+    storage) shift; paths "$@"; echo "$dir/storage" ;;
+    *) die "usage: registry.sh start|stop|addr|storage [plain|auth]" ;;
 esac

@@ -1,7 +1,7 @@
 //! What a Wasm binary is: its kind, world, imports and exports.
 
 use serde::Serialize;
-use wasmpod_oci::WasmKind;
+use wasmpod_oci::{Preamble, WasmKind};
 
 /// The facts `wasmpod inspect` shows, and `wasmpod push` records.
 #[derive(Debug, Serialize)]
@@ -29,8 +29,8 @@ pub enum DescribeError {
     NotWasm {
         /// What was read.
         what: String,
-        /// First bytes, hex.
-        preamble: String,
+        /// What the bytes start with.
+        preamble: Preamble,
     },
     /// Wasm, but not decodable.
     #[error("{what} is not a valid WebAssembly {kind}: {reason}")]
@@ -46,9 +46,9 @@ pub enum DescribeError {
 
 /// Describes `bytes`; `what` names them in errors.
 pub fn describe(what: &str, bytes: &[u8]) -> Result<Description, DescribeError> {
-    let kind = WasmKind::detect(bytes).ok_or_else(|| DescribeError::NotWasm {
+    let kind = WasmKind::identify(bytes).map_err(|preamble| DescribeError::NotWasm {
         what: what.to_owned(),
-        preamble: bytes.iter().take(8).map(|b| format!("{b:02x}")).collect(),
+        preamble,
     })?;
     let invalid = |reason: String| DescribeError::Invalid {
         what: what.to_owned(),

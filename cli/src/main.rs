@@ -89,25 +89,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wasmpod: {}", chain(e.as_ref()));
+            eprintln!("wasmpod: {}", wasmpod_oci::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// `outer: inner: innermost`, skipping causes already in the message.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

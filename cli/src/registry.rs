@@ -114,7 +114,7 @@ pub enum RegistryError {
         /// The layer.
         digest: String,
         /// Its first bytes, hex.
-        preamble: String,
+        preamble: wasmpod_oci::Preamble,
     },
     /// A local file could not be written.
     #[error("cannot write {}", path.display())]
@@ -248,7 +248,18 @@ impl Registry {
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
                 RegistryError::Unreachable {
                     registry,
-                    detail: crate::chain(&e),
+                    detail: wasmpod_oci::error_chain(&e),
+                }
+            }
+            // Blob downloads report the HTTP status through the transport.
+            OciDistributionError::RequestError(e) if e.status().is_some() => {
+                match e.status().map(|s| s.as_u16()) {
+                    Some(401 | 403) => RegistryError::Unauthorized { registry },
+                    Some(404) => not_found(),
+                    _ => RegistryError::Server {
+                        registry,
+                        detail: wasmpod_oci::error_chain(&e),
+                    },
                 }
             }
             other => RegistryError::Other {
@@ -482,12 +493,11 @@ impl Registry {
 }
 
 fn check_wasm(reference: &str, digest: &str, head: &[u8]) -> Result<(), RegistryError> {
-    if wasmpod_oci::WasmKind::detect(head).is_some() {
-        return Ok(());
-    }
-    Err(RegistryError::NotWasm {
-        reference: reference.to_owned(),
-        digest: digest.to_owned(),
-        preamble: head.iter().map(|b| format!("{b:02x}")).collect(),
-    })
+    wasmpod_oci::WasmKind::identify(head)
+        .map(drop)
+        .map_err(|preamble| RegistryError::NotWasm {
+            reference: reference.to_owned(),
+            digest: digest.to_owned(),
+            preamble,
+        })
 }

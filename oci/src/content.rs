@@ -15,7 +15,7 @@ use containerd_client::tonic::{Code, Request, Status};
 
 use crate::artifact::{self, Index, Manifest, WasmLayer};
 use crate::verify::{Mismatch, Verifier};
-use crate::{MAX_WASM_SIZE, WasmKind, WasmSource};
+use crate::{MAX_WASM_SIZE, Preamble, WasmKind, WasmSource};
 
 /// Largest manifest, index or config wasmpod reads (4 MiB, as containerd).
 const MAX_METADATA_SIZE: u64 = 4 << 20;
@@ -123,8 +123,8 @@ pub enum ContentError {
         digest: String,
         /// Its media type.
         media_type: String,
-        /// Its first bytes, hex encoded.
-        preamble: String,
+        /// What its bytes start with.
+        preamble: Preamble,
     },
 }
 
@@ -255,14 +255,12 @@ impl ContentStore {
     ) -> Result<WasmSource, ContentError> {
         let desc = &layer.descriptor;
         let bytes = self.read_blob(image, desc, MAX_WASM_SIZE).await?;
-        let Some(kind) = WasmKind::detect(&bytes) else {
-            return Err(ContentError::NotWasm {
-                image: image.to_owned(),
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-                preamble: bytes.iter().take(8).map(|b| format!("{b:02x}")).collect(),
-            });
-        };
+        let kind = WasmKind::identify(&bytes).map_err(|preamble| ContentError::NotWasm {
+            image: image.to_owned(),
+            digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
+            preamble,
+        })?;
         Ok(WasmSource {
             bytes,
             digest: desc.digest.clone(),

@@ -26,6 +26,23 @@ impl WasmKind {
             _ => None,
         }
     }
+
+    /// Like [`Self::detect`], but says what the bytes start with instead.
+    pub fn identify(bytes: &[u8]) -> Result<Self, Preamble> {
+        Self::detect(bytes)
+            .ok_or_else(|| Preamble(bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()))
+    }
+}
+
+/// The first bytes of something that is not Wasm, shown in hex in errors
+/// so that an admin can tell an ELF binary or a script from a truncation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preamble(String);
+
+impl std::fmt::Display for Preamble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl std::fmt::Display for WasmKind {
@@ -61,5 +78,11 @@ mod tests {
         assert_eq!(WasmKind::detect(b"#!/bin/sh\necho hi\n"), None);
         // A future binary version is refused rather than guessed at.
         assert_eq!(WasmKind::detect(b"\0asm\x02\0\0\0"), None);
+        assert_eq!(
+            WasmKind::identify(b"\x7fELF\x02\x01\x01\0rest")
+                .expect_err("an ELF header")
+                .to_string(),
+            "7f454c4602010100"
+        );
     }
 }

@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use content::{ContentError, ContentStore};
 pub use image::{ImageFile, ImageSpec, write_image_archive};
-pub use kind::WasmKind;
+pub use kind::{Preamble, WasmKind};
 pub use rootfs::{MAX_WASM_SIZE, SourceError, read_from_rootfs};
 
 /// The bytes of one Wasm program and what identifies them.
@@ -28,4 +28,21 @@ pub struct WasmSource {
     pub kind: WasmKind,
     /// Where the bytes were found, for messages (e.g. `rootfs:/hello.wasm`).
     pub origin: String,
+}
+
+/// `error` and its sources as one line, each cause once: library errors
+/// often repeat their source's text, and the admin reading the line needs
+/// every fact but no echo.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

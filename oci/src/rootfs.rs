@@ -5,7 +5,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
 
-use crate::{WasmKind, WasmSource};
+use crate::{Preamble, WasmKind, WasmSource};
 
 /// Largest Wasm file the shim reads (1 GiB). Bigger files are refused before
 /// they are read so a bad image cannot exhaust the node's memory.
@@ -69,8 +69,8 @@ pub enum SourceError {
     NotWasm {
         /// `process.args[0]` as given.
         entrypoint: String,
-        /// The first bytes, hex encoded, to help tell an ELF or a script apart.
-        preamble: String,
+        /// What the file starts with.
+        preamble: Preamble,
     },
 }
 
@@ -121,13 +121,10 @@ pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, S
             entrypoint: entrypoint.to_owned(),
             source,
         })?;
-    let Some(kind) = WasmKind::detect(&bytes) else {
-        let preamble = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        return Err(SourceError::NotWasm {
-            entrypoint: entrypoint.to_owned(),
-            preamble,
-        });
-    };
+    let kind = WasmKind::identify(&bytes).map_err(|preamble| SourceError::NotWasm {
+        entrypoint: entrypoint.to_owned(),
+        preamble,
+    })?;
     let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
     Ok(WasmSource {
         bytes,

@@ -5,12 +5,18 @@ use sha2::{Digest, Sha256};
 /// How a blob differs from its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
-    /// More or fewer bytes than the descriptor's size.
-    #[error("is {actual} bytes, but the manifest says {expected}")]
-    Size {
+    /// More bytes than the descriptor's size; reading stopped there.
+    #[error("is longer than the {expected} bytes the manifest says")]
+    Longer {
         /// Size from the descriptor.
         expected: u64,
-        /// Bytes seen (for a too-long blob, at least that many).
+    },
+    /// Fewer bytes than the descriptor's size.
+    #[error("is {actual} bytes, but the manifest says {expected}")]
+    Shorter {
+        /// Size from the descriptor.
+        expected: u64,
+        /// Bytes there were.
         actual: u64,
     },
     /// The bytes hash to another digest.
@@ -45,9 +51,8 @@ impl Verifier {
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), Mismatch> {
         self.seen += chunk.len() as u64;
         if self.seen > self.size {
-            return Err(Mismatch::Size {
+            return Err(Mismatch::Longer {
                 expected: self.size,
-                actual: self.seen,
             });
         }
         self.hasher.update(chunk);
@@ -62,7 +67,7 @@ impl Verifier {
     /// Checks the whole blob.
     pub fn finish(self) -> Result<(), Mismatch> {
         if self.seen != self.size {
-            return Err(Mismatch::Size {
+            return Err(Mismatch::Shorter {
                 expected: self.size,
                 actual: self.seen,
             });
@@ -100,19 +105,13 @@ mod tests {
         let digest = sha256_digest(WASM);
         let mut longer = Verifier::new(&digest, 8);
         let err = longer.update(b"\0asm\x01\0\0\0\0").expect_err("too long");
-        assert_eq!(
-            err,
-            Mismatch::Size {
-                expected: 8,
-                actual: 9
-            }
-        );
+        assert_eq!(err, Mismatch::Longer { expected: 8 });
 
         let mut shorter = Verifier::new(&digest, 8);
         shorter.update(b"\0asm").expect("chunk");
         assert_eq!(
             shorter.finish(),
-            Err(Mismatch::Size {
+            Err(Mismatch::Shorter {
                 expected: 8,
                 actual: 4
             })

@@ -86,21 +86,8 @@ impl TaskError {
     }
 }
 
-/// The message with its causes, `outer: inner: innermost`, because ttrpc
-/// carries one string and the cause is usually what says what to fix.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+/// Errors reach containerd over ttrpc as one line, causes included.
+pub use wasmpod_oci::error_chain as chain;
 
 impl From<TaskError> for ttrpc::Error {
     fn from(e: TaskError) -> Self {

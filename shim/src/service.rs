@@ -20,10 +20,10 @@ use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
 
 use wasmpod_oci::artifact::WasmLayer;
-use wasmpod_oci::{ContentStore, SourceError, WasmSource};
+use wasmpod_oci::{ContentStore, SourceError};
 
 use crate::capabilities::Grants;
-use crate::engine::{Origin, WasmEngine};
+use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
 use crate::spec::{ContainerRole, ContainerSpec};
 use crate::stdio::StdioPaths;
@@ -44,7 +44,7 @@ pub struct TaskService<E> {
     events: Arc<E>,
     exit: Arc<ExitSignal>,
     pid: u32,
-    images: Option<Images>,
+    images: Option<Arc<Images>>,
 }
 
 /// Where to find containers' images: containerd's gRPC socket and the
@@ -55,16 +55,83 @@ struct Images {
     store: tokio::sync::OnceCell<Arc<ContentStore>>,
 }
 
-/// Where a container's Wasm is.
-enum Located {
-    /// Read from the rootfs.
-    Rootfs(WasmSource),
-    /// A layer of the container's image, read only if its code is not cached.
-    Layer {
-        store: Arc<ContentStore>,
-        image: String,
-        layer: WasmLayer,
-    },
+/// The Wasm layer of a container's image, found in the content store.
+struct ImageLayer {
+    store: Arc<ContentStore>,
+    image: String,
+    layer: WasmLayer,
+}
+
+impl Images {
+    /// The Wasm layer of container `id`'s image, if it has an image and
+    /// the image has one.
+    async fn layer_of(&self, id: &str) -> Result<Option<ImageLayer>, TaskError> {
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                ContentStore::connect(&self.address, &self.namespace)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?
+            .clone();
+        let Some(image) = store.container_image(id).await? else {
+            return Ok(None);
+        };
+        let layer = store.wasm_layer(&image).await?;
+        Ok(layer.map(|layer| ImageLayer {
+            store,
+            image,
+            layer,
+        }))
+    }
+}
+
+/// Finds and compiles (or loads from the cache) container `id`'s Wasm: the
+/// file `process.args[0]` names in its rootfs, or else the Wasm layer of
+/// its image. Runs on a blocking thread; `runtime` serves the gRPC calls,
+/// which only a container without the file in its rootfs makes.
+fn load_program(
+    engine: &WasmEngine,
+    images: Option<&Images>,
+    runtime: &tokio::runtime::Handle,
+    id: &str,
+    spec: &ContainerSpec,
+    grants: &Grants,
+) -> Result<Program, TaskError> {
+    let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
+    let missing = match wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint) {
+        Ok(source) => {
+            let (program, how) = engine.prepare(&source)?;
+            log_created(id, &source.origin, &source.digest, how, grants);
+            return Ok(program);
+        }
+        Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(found) = images
+        .map(|images| runtime.block_on(images.layer_of(id)))
+        .transpose()?
+        .flatten()
+    else {
+        return Err(missing.into());
+    };
+    let ImageLayer {
+        store,
+        image,
+        layer,
+    } = found;
+    let digest = &layer.descriptor.digest;
+    let origin = format!("image:{image}@{digest} ({})", layer.layout);
+    let (program, how) = match engine.prepare_cached(digest, &origin)? {
+        Some(program) => (program, Origin::Cached),
+        None => {
+            let source = runtime.block_on(store.read_layer(&image, &layer))?;
+            engine.prepare(&source)?
+        }
+    };
+    log_created(id, &origin, digest, how, grants);
+    Ok(program)
 }
 
 fn log_created(id: &str, origin: &str, digest: &str, how: Origin, grants: &Grants) {
@@ -110,52 +177,12 @@ impl<E: EventSink> TaskService<E> {
     /// Lets the service read Wasm layers of images from containerd's
     /// content store (gRPC socket `address`, `namespace`).
     pub fn with_images(mut self, address: String, namespace: String) -> Self {
-        self.images = Some(Images {
+        self.images = Some(Arc::new(Images {
             address,
             namespace,
             store: tokio::sync::OnceCell::new(),
-        });
+        }));
         self
-    }
-
-    /// Finds the container's Wasm: the file `process.args[0]` names in its
-    /// rootfs, or else the Wasm layer of its image.
-    async fn locate(&self, id: &str, spec: &ContainerSpec) -> Result<Located, TaskError> {
-        let rootfs = spec.rootfs.clone();
-        let entrypoint = spec.args.first().cloned().unwrap_or_default();
-        let from_rootfs = tokio::task::spawn_blocking(move || {
-            wasmpod_oci::read_from_rootfs(&rootfs, &entrypoint)
-        })
-        .await
-        .map_err(|_| TaskError::Crashed("reading the rootfs"))?;
-        let missing = match from_rootfs {
-            Ok(source) => return Ok(Located::Rootfs(source)),
-            Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
-            Err(e) => return Err(e.into()),
-        };
-        let Some(images) = &self.images else {
-            return Err(missing.into());
-        };
-        let store = images
-            .store
-            .get_or_try_init(|| async {
-                ContentStore::connect(&images.address, &images.namespace)
-                    .await
-                    .map(Arc::new)
-            })
-            .await?
-            .clone();
-        let Some(image) = store.container_image(id).await? else {
-            return Err(missing.into());
-        };
-        match store.wasm_layer(&image).await? {
-            Some(layer) => Ok(Located::Layer {
-                store,
-                image,
-                layer,
-            }),
-            None => Err(missing.into()),
-        }
     }
 
     fn tasks(&self) -> MutexGuard<'_, HashMap<String, Task>> {
@@ -241,43 +268,25 @@ impl<E: EventSink> TaskService<E> {
         spec: ContainerSpec,
         stdio_paths: StdioPaths,
     ) -> Result<Task, TaskError> {
-        let located = match spec.role {
-            ContainerRole::Sandbox => None,
-            ContainerRole::Guest => Some(self.locate(id, &spec).await?),
-        };
         let engine = self.engine.clone();
+        let images = self.images.clone();
         let id = id.to_owned();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let grants = Grants::for_container(&spec);
-            let program = match located {
-                None => {
+            let program = match spec.role {
+                ContainerRole::Sandbox => {
                     tracing::info!(%id, "pod sandbox created");
                     None
                 }
-                Some(Located::Rootfs(source)) => {
-                    let (program, origin) = engine.prepare(&source)?;
-                    log_created(&id, &source.origin, &source.digest, origin, &grants);
-                    Some(program)
-                }
-                Some(Located::Layer {
-                    store,
-                    image,
-                    layer,
-                }) => {
-                    let digest = &layer.descriptor.digest;
-                    let origin = format!("image:{image}@{digest} ({})", layer.layout);
-                    let (program, how) = match engine.prepare_cached(digest, &origin)? {
-                        Some(program) => (program, Origin::Cached),
-                        None => {
-                            // A blocking thread may wait on the runtime.
-                            let source = runtime.block_on(store.read_layer(&image, &layer))?;
-                            engine.prepare(&source)?
-                        }
-                    };
-                    log_created(&id, &origin, digest, how, &grants);
-                    Some(program)
-                }
+                ContainerRole::Guest => Some(load_program(
+                    &engine,
+                    images.as_deref(),
+                    &runtime,
+                    &id,
+                    &spec,
+                    &grants,
+                )?),
             };
             let stdio = stdio_paths.open()?;
             Ok(Task::new(

@@ -33,6 +33,14 @@ for src in "$here"/c/*.c; do
     fi
 done
 
+# A component of about 5 MB for the pull and start benchmarks; -O0 keeps
+# the code large and the build quick. Not in any test image.
+if stale "$out/big.component.wasm" "$here/big.py" "$fixtures"; then
+    python3 "$here/big.py" 1800 > "$out/big.c"
+    clang --target=wasm32-wasi -O0 -g0 -Wall -Werror -o "$out/big.wasm" "$out/big.c"
+    "$fixtures" component "$out/big.wasm" "$out/big.component.wasm"
+fi
+
 if stale "$out/hello-native" "$here/c/hello.c"; then
     gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
 fi

@@ -1,1 +1,88 @@
-//! Helpers for the containerd integration tests live in `tests/`.
+//! What the integration tests (in `tests/`) and the benchmark share: the
+//! environment `make test` sets up, and creating a container the way the
+//! CRI does, through containerd's API.
+
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, container::Runtime, containers_client::ContainersClient,
+};
+use containerd_client::tonic::Request;
+
+/// The runtime type containerd knows the shim by.
+pub const RUNTIME: &str = "io.containerd.wasmpod.v1";
+
+/// A `WASMPOD_*` variable that test/integration.sh exports.
+pub fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: these tests need the private daemons `make test` starts")
+    })
+}
+
+/// Command output as text, for assertions and messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `name` made unique within this test run (containers, images, repositories).
+pub fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The stdout of a command that must have succeeded; otherwise a panic with
+/// everything it said.
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Creates container `id` of `image` with the OCI runtime `spec` (JSON) and
+/// our runtime, through containerd's Containers API, as the CRI plugin
+/// does. `ctr run` cannot stand in: it refuses the Wasm artifact's config
+/// media type before any shim is involved.
+pub fn create_container(
+    address: &str,
+    namespace: &str,
+    id: &str,
+    image: &str,
+    spec: &serde_json::Value,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let container = Container {
+        id: id.to_owned(),
+        image: image.to_owned(),
+        runtime: Some(Runtime {
+            name: RUNTIME.to_owned(),
+            options: None,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".to_owned(),
+            value: serde_json::to_vec(spec)?,
+        }),
+        ..Default::default()
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let channel = containerd_client::connect(address).await?;
+            let mut req = Request::new(CreateContainerRequest {
+                container: Some(container),
+            });
+            req.metadata_mut()
+                .insert("containerd-namespace", namespace.parse()?);
+            ContainersClient::new(channel).create(req).await?;
+            Ok(())
+        })
+}

@@ -6,20 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use containerd_client::services::v1::{
-    Container, CreateContainerRequest, container::Runtime, containers_client::ContainersClient,
-};
-use containerd_client::tonic::Request;
+use wasmpod_integration::{RUNTIME, create_container, ok, text, unique, var};
 
-const NEEDS: &str = "needs a private containerd and registry: run `make test`";
-const RUNTIME: &str = "io.containerd.wasmpod.v1";
 const NAMESPACE: &str = "wasmpod-artifacts";
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {NEEDS}"))
-}
 
 fn suite() -> String {
     var("WASMPOD_SUITE")
@@ -38,19 +28,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(&var("WASMPOD_FIXTURES"))
         .join("rootfs")
         .join(name)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A repository reference of our own for this suite and test.
@@ -77,17 +54,6 @@ fn wasmpod(args: &[&str]) -> Output {
     run_cmd(var("WASMPOD_CLI"), args)
 }
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 fn push(file: &str, name: &str) -> String {
     let r = reference(name);
     let path = fixture(file);
@@ -99,10 +65,11 @@ fn push(file: &str, name: &str) -> String {
 }
 
 /// `oras` (PyPI) pushes `file` with the given config and layer media types.
-fn oras_push(file: &str, name: &str, config_type: &str, layer_type: &str, config: &str) -> String {
+fn oras_push(path: &Path, name: &str, config_type: &str, layer_type: &str, config: &str) -> String {
     let r = reference(name);
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(fixture(file), dir.path().join(file)).expect("copy");
+    let file = path.file_name().expect("a file").to_str().expect("utf-8");
+    std::fs::copy(path, dir.path().join(file)).expect("copy");
     std::fs::write(dir.path().join("config.json"), config).expect("config");
     let script = format!(
         "import oras.client\n\
@@ -133,37 +100,8 @@ fn run_image_via_api(image: &str, args: &[&str]) -> Output {
         serde_json::from_str(&ok(&ctr(&["oci", "spec"]), "ctr oci spec")).expect("spec json");
     spec["process"]["args"] = serde_json::json!(args);
     spec["process"]["env"] = serde_json::json!(["GREETING=from-the-api"]);
-    let container = Container {
-        id: id.clone(),
-        image: image.to_owned(),
-        runtime: Some(Runtime {
-            name: RUNTIME.to_owned(),
-            options: None,
-        }),
-        spec: Some(prost_types::Any {
-            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".to_owned(),
-            value: serde_json::to_vec(&spec).expect("spec"),
-        }),
-        ..Default::default()
-    };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let channel = containerd_client::connect(var("WASMPOD_ADDRESS"))
-                .await
-                .expect("connect to containerd");
-            let mut req = Request::new(CreateContainerRequest {
-                container: Some(container),
-            });
-            req.metadata_mut()
-                .insert("containerd-namespace", NAMESPACE.parse().expect("ascii"));
-            ContainersClient::new(channel)
-                .create(req)
-                .await
-                .expect("create container");
-        });
+    create_container(&var("WASMPOD_ADDRESS"), NAMESPACE, &id, image, &spec)
+        .expect("create the container through containerd's API");
     let out = ctr(&["task", "start", &id]);
     let _ = ctr(&["task", "rm", "-f", &id]);
     ok(&ctr(&["containers", "rm", &id]), "ctr containers rm");
@@ -306,7 +244,7 @@ fn oras_pushed_layouts_run_with_ctr() {
         "application/vnd.wasm.content.layer.v1+wasm",
     ] {
         let r = oras_push(
-            "hello.component.wasm",
+            &fixture("hello.component.wasm"),
             "layout",
             image_config,
             layer_type,
@@ -341,7 +279,7 @@ fn oras_pushed_artifact_runs() {
         r#"{{"created":"2026-01-01T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":["{digest}"]}}"#
     );
     let r = oras_push(
-        "hello.component.wasm",
+        &fixture("hello.component.wasm"),
         "oras-artifact",
         "application/vnd.wasm.config.v0+json",
         "application/wasm",
@@ -453,7 +391,7 @@ fn registry_problems_get_errors_that_say_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("x.wasm");
     let r = oras_push(
-        "data.txt",
+        &fixture("data.txt"),
         "tarball",
         "application/vnd.oci.image.config.v1+json",
         "application/vnd.oci.image.layer.v1.tar",
@@ -471,7 +409,7 @@ fn registry_problems_get_errors_that_say_what_to_do() {
 
     // A Wasm layer that is not Wasm: refused, nothing written.
     let r = oras_push(
-        "data.txt",
+        &fixture("data.txt"),
         "fake",
         "application/vnd.wasm.config.v0+json",
         "application/wasm",
@@ -497,7 +435,7 @@ fn registry_problems_get_errors_that_say_what_to_do() {
 
     // Garbage config JSON.
     let r = oras_push(
-        "hello.component.wasm",
+        &fixture("hello.component.wasm"),
         "garbage",
         "application/vnd.wasm.config.v0+json",
         "application/wasm",
@@ -512,6 +450,331 @@ fn registry_problems_get_errors_that_say_what_to_do() {
     ]));
     assert!(garbage.contains("is not valid JSON"), "{garbage}");
     assert!(!out.exists());
+}
+
+/// The registry's own file holding blob `digest`, for the tests that make
+/// the registry fail or lie.
+fn registry_blob(digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    Path::new(&var("WASMPOD_REGISTRY_STORAGE"))
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// The manifest (or index) `r` points to, as the registry serves it.
+fn manifest_of(r: &str) -> serde_json::Value {
+    let raw = ok(
+        &run_cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{r}"),
+            ],
+        ),
+        "skopeo inspect --raw",
+    );
+    serde_json::from_str(&raw).expect("manifest json")
+}
+
+/// Stores `body` in the registry under `tag` of `r`'s repository, as a
+/// client that lies would; returns the new reference.
+fn put_manifest(r: &str, tag: &str, body: &serde_json::Value) -> String {
+    let (host, rest) = r.split_once('/').expect("host/repository:tag");
+    let (repository, _) = rest.rsplit_once(':').expect("a tag");
+    let media_type = body["mediaType"].as_str().expect("mediaType");
+    ok(
+        &run_cmd(
+            "curl",
+            &[
+                "-fsS",
+                "-X",
+                "PUT",
+                "-H",
+                &format!("Content-Type: {media_type}"),
+                "--data-binary",
+                &body.to_string(),
+                &format!("http://{host}/v2/{repository}/manifests/{tag}"),
+            ],
+        ),
+        "curl PUT manifest",
+    );
+    format!("{host}/{repository}:{tag}")
+}
+
+/// Whether containerd's content store holds `digest` (the first column;
+/// other blobs' labels name it too, e.g. a manifest its layers).
+fn in_content_store(digest: &str) -> bool {
+    ok(&ctr(&["content", "ls"]), "ctr content ls")
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(digest))
+}
+
+/// `wasmpod pull r -o FILE` into an empty directory that must stay empty.
+fn pull_refused(r: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("app.wasm");
+    let pulled = wasmpod(&[
+        "pull",
+        r,
+        "-o",
+        out.to_str().expect("utf-8"),
+        "--plain-http",
+    ]);
+    assert!(!pulled.status.success(), "pull of {r} should fail");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed pull left {left:?}");
+    text(&pulled.stderr)
+}
+
+#[test]
+#[ignore = "needs a private containerd and registry: run `make test`"]
+fn a_failing_registry_is_reported_and_nothing_is_kept() {
+    // A program no other test pushes, so that its blob is this test's alone.
+    let r = push("exit_code.component.wasm", "failing");
+    let digest = manifest_of(&r)["layers"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    // A symlink loop makes the registry's storage driver fail: HTTP 500.
+    let data = registry_blob(&digest);
+    let kept = data.with_extension("kept");
+    std::fs::rename(&data, &kept).expect("move the blob aside");
+    std::os::unix::fs::symlink("data", &data).expect("symlink loop");
+    let err = pull_refused(&r);
+    let pulled = pull(&r);
+    std::fs::remove_file(&data).expect("remove the loop");
+    std::fs::rename(&kept, &data).expect("put the blob back");
+
+    assert!(err.contains("500"), "{err}");
+    assert!(err.contains("look at the registry's log"), "{err}");
+    assert!(
+        !pulled.status.success(),
+        "containerd pulled a blob the registry failed to serve"
+    );
+    assert!(!in_content_store(&digest));
+    // The node is fine once the registry is.
+    if unpacks_artifacts() {
+        ok(&pull(&r), "ctr images pull once the registry is healthy");
+        let out = run_image_via_api(&r, &["exit_code", "7"]);
+        let err = text(&out.stderr);
+        assert!(err.contains("exiting with 7"), "{err}");
+    }
+}
+
+#[test]
+#[ignore = "needs a private containerd and registry: run `make test`"]
+fn a_manifest_that_lies_is_refused_and_nothing_is_kept() {
+    let r = push("read_file.component.wasm", "lying");
+    let manifest = manifest_of(&r);
+    let layer = &manifest["layers"][0];
+    let digest = layer["digest"].as_str().expect("digest").to_owned();
+    let size = layer["size"].as_u64().expect("size");
+
+    for (tag, lie, said) in [
+        ("smaller", size - 1000, "is longer than the"),
+        ("larger", size + 1000, "but the manifest says"),
+    ] {
+        let mut lying = manifest.clone();
+        lying["layers"][0]["size"] = lie.into();
+        let r = put_manifest(&r, tag, &lying);
+        let err = pull_refused(&r);
+        assert!(err.contains(&digest) && err.contains(said), "{tag}: {err}");
+        assert!(err.contains("nothing was written"), "{tag}: {err}");
+        assert!(!pull(&r).status.success(), "{tag}: containerd took it");
+        assert!(!in_content_store(&digest), "{tag}");
+    }
+
+    // The registry itself serves other bytes than the digest names.
+    let data = registry_blob(&digest);
+    let original = std::fs::read(&data).expect("blob");
+    let mut flipped = original.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xff;
+    std::fs::write(&data, &flipped).expect("tamper");
+    let err = pull_refused(&r);
+    let pulled = pull(&r);
+    std::fs::write(&data, &original).expect("restore");
+    assert!(
+        err.contains(&digest) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    assert!(
+        !pulled.status.success(),
+        "containerd took bytes that do not match"
+    );
+    assert!(!in_content_store(&digest));
+    let cache = PathBuf::from(var("WASMPOD_WASM_CACHE"));
+    let hex = digest.trim_start_matches("sha256:");
+    for entry in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+        assert!(
+            !entry.file_name().to_string_lossy().starts_with(hex),
+            "cache entry for a refused layer: {:?}",
+            entry.path()
+        );
+    }
+}
+
+/// `wasm` with a custom section that makes it `total` bytes long: still
+/// the same program, as a real component with a big data payload is.
+fn padded(wasm: &[u8], total: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"wasmpod-padding";
+    // Section id, size (5 bytes at most), name length, name.
+    let payload = total - wasm.len() - 1 - 5 - 1 - name.len();
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.resize(body.len() + payload, 0x5a);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+#[ignore = "needs a private containerd and registry: run `make test`"]
+fn a_200_mb_layer_streams_through_and_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = padded(
+        &std::fs::read(fixture("count_args.component.wasm")).expect("fixture"),
+        200 << 20,
+    );
+    let file = dir.path().join("big.component.wasm");
+    std::fs::write(&file, &big).expect("write");
+    let digest = format!("sha256:{}", sha256_hex(&big));
+    drop(big);
+
+    let r = reference("big");
+    let pushed = wasmpod(&["push", file.to_str().expect("utf-8"), &r, "--plain-http"]);
+    ok(&pushed, "wasmpod push");
+    let progress = text(&pushed.stderr);
+    assert!(
+        progress.contains("100%") && progress.contains("200.0 MiB"),
+        "{progress}"
+    );
+
+    let back = dir.path().join("back.wasm");
+    let pulled = wasmpod(&[
+        "pull",
+        &r,
+        "-o",
+        back.to_str().expect("utf-8"),
+        "--plain-http",
+    ]);
+    ok(&pulled, "wasmpod pull");
+    assert!(text(&pulled.stderr).contains("100%"));
+    let bytes = std::fs::read(&back).expect("pulled");
+    assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), digest);
+    drop(bytes);
+
+    if !unpacks_artifacts() {
+        return;
+    }
+    ok(&pull(&r), "ctr images pull");
+    let out = run_image_via_api(&r, &["count_args", "a", "b"]);
+    let stdout = ok(&out, "ctr task start");
+    assert!(stdout.contains("args=2"), "{stdout}");
+    let cache = PathBuf::from(var("WASMPOD_WASM_CACHE"));
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(names.iter().any(|n| n.starts_with(hex)), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains(".tmp.")), "{names:?}");
+}
+
+#[test]
+#[ignore = "needs a private containerd and registry: run `make test`"]
+fn an_index_without_a_wasm_entry_is_refused_by_name() {
+    // A well-formed linux/arm64 image (a real tar layer), so that only the
+    // missing platform is wrong.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layer = dir.path().join("layer.tar");
+    let rootfs = fixture("data.txt");
+    let rootfs = rootfs.parent().expect("rootfs dir");
+    ok(
+        &run_cmd(
+            "tar",
+            &[
+                "-cf",
+                layer.to_str().expect("utf-8"),
+                "-C",
+                rootfs.to_str().expect("utf-8"),
+                "data.txt",
+            ],
+        ),
+        "tar",
+    );
+    let diff_id = sha256_hex(&std::fs::read(&layer).expect("layer"));
+    let r = oras_push(
+        &layer,
+        "arm-only",
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.oci.image.layer.v1.tar",
+        &format!(
+            r#"{{"architecture":"arm64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
+        ),
+    );
+    let manifest = ok(
+        &run_cmd(
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{r}"),
+            ],
+        ),
+        "skopeo inspect --raw",
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", sha256_hex(manifest.as_bytes())),
+            "size": manifest.len(),
+            "platform": {"architecture": "arm64", "os": "linux"},
+        }],
+    });
+    let r = put_manifest(&r, "index", &index);
+
+    let err = pull_refused(&r);
+    assert!(err.contains("index without a Wasm entry"), "{err}");
+    assert!(err.contains("linux/arm64"), "{err}");
+
+    // containerd takes it only when told to fetch every platform; the shim
+    // then names the image and what the index offers.
+    let fetched = ctr(&["images", "pull", "--plain-http", "--all-platforms", &r]);
+    if !fetched.status.success() {
+        let why = text(&fetched.stderr);
+        assert!(!unpacks_artifacts(), "{why}");
+        return;
+    }
+    let out = run_image_via_api(&r, &["app.wasm"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&r) && err.contains("linux/arm64"), "{err}");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -7,11 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const NEEDS: &str = "needs a private containerd: run `make test`";
-const RUNTIME: &str = "io.containerd.wasmpod.v1";
+use wasmpod_integration::{RUNTIME, text, unique, var};
+
 const NAMESPACE: &str = "wasmpod-test";
 const IMAGE: &str = "docker.io/wasmpod/test-programs:latest";
 
@@ -21,10 +20,6 @@ struct Env {
     state: PathBuf,
     wasm_cache: PathBuf,
     log: PathBuf,
-}
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {NEEDS}"))
 }
 
 fn env() -> &'static Env {
@@ -58,19 +53,6 @@ fn ctr_in(env: &Env, args: &[&str]) -> Output {
 
 fn ctr(args: &[&str]) -> Output {
     ctr_in(env(), args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// `ctr run --rm` of `program` with `args`; `flags` go before the image.
