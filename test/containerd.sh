@@ -55,19 +55,30 @@ paths() {
     bin=$cache/containerd/$suite/usr/bin
     dir=$run_root/$suite
     sock=$dir/containerd.sock
+    bridge=wp-$suite
+    case $suite in
+        bookworm) subnet=10.88.61.0/24 ;;
+        trixie) subnet=10.88.62.0/24 ;;
+        *) subnet=10.88.63.0/24 ;;
+    esac
 }
+
+# The pod sandbox ("pause") image the CRI plugin runs for every pod; built
+# from test/cri/pause.c by test/wasm/build.sh and imported by the CRI tests.
+sandbox_image=wasmpod.test/pause:1
 
 start() {
     paths "$1"
     [ -x "$bin/containerd" ] || fetch "$1"
     [ -x "$shim_dir/containerd-shim-wasmpod-v1" ] || die "no shim in $shim_dir: run 'make build'"
     if [ -S "$sock" ] && "$bin/ctr" -a "$sock" version >/dev/null 2>&1; then return; fi
-    mkdir -p "$dir/root" "$dir/state"
+    mkdir -p "$dir/root" "$dir/state" "$dir/cni/net.d" "$dir/pods"
+    # One version 2 config for every containerd: 2.x converts it to version 3.
+    # The CRI plugin serves the kubelet's API on the same socket.
     cat > "$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"
 state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [grpc]
   address = "$sock"
@@ -80,7 +91,45 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$sandbox_image"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmpod]
+      runtime_type = "io.containerd.wasmpod.v1"
+      pod_annotations = ["wasmpod.dev/*"]
+      container_annotations = ["wasmpod.dev/*"]
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni/net.d"
 TOML
+    # Pods get their own network namespace on a bridge of this suite's own,
+    # which stop() removes.
+    cat > "$dir/cni/net.d/10-wasmpod.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "wasmpod-$suite",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$subnet"}]],
+        "dataDir": "$dir/cni/ipam"
+      }
+    }
+  ]
+}
+JSON
     # containerd finds shims on its PATH: ours first, then the package's own.
     PATH="$shim_dir:$bin:$PATH" WASMPOD_CACHE_DIR="$dir/wasm-cache" \
         setsid "$bin/containerd" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 < /dev/null &
@@ -128,6 +177,9 @@ stop() {
         echo "containerd.sh: killing leftover shims: $leftover" >&2
         kill -9 $leftover 2>/dev/null || true
     fi
+    # The bridge the CNI plugin made for this suite's pods; the tests check
+    # that each pod's network namespace went with its sandbox.
+    ip link delete "$bridge" 2>/dev/null || true
     # Snapshot and rootfs mounts under our root, deepest first.
     { grep -o " $dir/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
     rm -rf "$dir"
@@ -143,6 +195,9 @@ env_of() {
     echo "WASMPOD_ROOT=$dir/root"
     echo "WASMPOD_WASM_CACHE=$dir/wasm-cache"
     echo "WASMPOD_CONTAINERD_LOG=$dir/containerd.log"
+    echo "WASMPOD_PODS_DIR=$dir/pods"
+    echo "WASMPOD_SANDBOX_IMAGE=$sandbox_image"
+    echo "WASMPOD_BRIDGE=$bridge"
 }
 
 [ $# -eq 2 ] || die "usage: $0 fetch|start|stop|env SUITE"

@@ -38,4 +38,4 @@ set +a
 echo "== integration tests on containerd $("$WASMPOD_CTR" --version | awk '{print $3}') (Debian $suite)"
 # One at a time: the leak checks count every shim and mount of this containerd.
 # --workspace: the same feature set as the unit run, so nothing is rebuilt.
-cargo test --release --locked --workspace --test ctr --test artifacts -- --ignored --test-threads=1
+cargo test --release --locked --workspace --test ctr --test artifacts --test pods -- --ignored --test-threads=1

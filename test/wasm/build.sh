@@ -41,6 +41,10 @@ if stale "$out/big.component.wasm" "$here/big.py" "$fixtures"; then
     "$fixtures" component "$out/big.wasm" "$out/big.component.wasm"
 fi
 
+if stale "$out/pause" "$here/../cri/pause.c"; then
+    gcc -static -O2 -o "$out/pause" "$here/../cri/pause.c"
+fi
+
 if stale "$out/hello-native" "$here/c/hello.c"; then
     gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
 fi
@@ -83,4 +87,6 @@ done
     "$root/hello.component.wasm=/hello.wasm" -- /hello.wasm
 "$fixtures" image "$out/hello-native.tar" docker.io/wasmpod/hello-native:latest \
     "$out/hello-native=/hello" -- /hello
+# The pod sandbox image the CRI tests' containerd is configured with.
+"$fixtures" image "$out/pause.tar" wasmpod.test/pause:1 "$out/pause=/pause" -- /pause
 echo "test programs and images are in $out" >&2

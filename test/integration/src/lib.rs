@@ -1,6 +1,10 @@
 //! What the integration tests (in `tests/`) and the benchmark share: the
-//! environment `make test` sets up, and creating a container the way the
-//! CRI does, through containerd's API.
+//! environment `make test` sets up, creating a container the way the CRI
+//! does through containerd's API, and a driver that plays the kubelet
+//! against containerd's CRI plugin ([`kubelet`], reading [`pod`] YAML).
+
+pub mod kubelet;
+pub mod pod;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,394 @@
+//! Plays the kubelet: turns a [`Pod`] into the CRI calls the kubelet makes
+//! against containerd's CRI plugin, with the kubelet's field mapping, and
+//! reads container logs the way `kubectl logs` does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, ImageStatusRequest, KeyValue, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
+};
+use containerd_client::tonic::{self, transport::Channel};
+
+use crate::pod::{Container, Pod};
+
+/// What went wrong talking to the CRI.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// containerd's socket did not answer.
+    #[error("cannot connect to the CRI at {address}: {source}")]
+    Connect {
+        /// The socket.
+        address: String,
+        /// Why.
+        source: containerd_client::tonic::transport::Error,
+    },
+    /// A CRI call failed.
+    #[error("{call} failed: {status}")]
+    Call {
+        /// The CRI method.
+        call: &'static str,
+        /// containerd's answer.
+        status: tonic::Status,
+    },
+    /// The pod cannot be mapped.
+    #[error("{0}")]
+    Invalid(String),
+    /// A container did not reach the state asked for in time.
+    #[error("container {container} did not {what} within {timeout:?}")]
+    Timeout {
+        /// The container's name.
+        container: String,
+        /// What was waited for.
+        what: &'static str,
+        /// How long.
+        timeout: Duration,
+    },
+    /// Reading or writing the pod's directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+fn call(name: &'static str) -> impl FnOnce(tonic::Status) -> KubeletError {
+    move |status| KubeletError::Call { call: name, status }
+}
+
+/// A CRI client that behaves like a kubelet.
+pub struct Kubelet {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    pods_dir: PathBuf,
+}
+
+/// A pod the kubelet started: its sandbox and its containers' ids.
+#[derive(Debug, Clone)]
+pub struct RunningPod {
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// The sandbox config, sent again with every container.
+    pub config: PodSandboxConfig,
+    /// The pod's IP on the CNI bridge.
+    pub ip: String,
+    /// Container name -> id, in the pod's order.
+    pub containers: Vec<(String, String)>,
+    /// The pod's log directory.
+    pub log_dir: PathBuf,
+    /// Grace period for stops, from the pod spec (default 30 s).
+    pub grace: Duration,
+}
+
+impl Kubelet {
+    /// Connects to containerd's socket `address`; pod logs go under
+    /// `pods_dir` (the kubelet's `/var/log/pods`).
+    pub async fn connect(address: &str, pods_dir: &Path) -> Result<Self, KubeletError> {
+        let channel = containerd_client::connect(address)
+            .await
+            .map_err(|source| KubeletError::Connect {
+                address: address.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            pods_dir: pods_dir.to_owned(),
+        })
+    }
+
+    /// Pulls `image` unless the policy and the node's images say not to,
+    /// as the kubelet does (`IfNotPresent` unless the tag is `latest`).
+    pub async fn ensure_image(&mut self, c: &Container) -> Result<(), KubeletError> {
+        let spec = ImageSpec {
+            image: c.image.clone(),
+            ..Default::default()
+        };
+        let latest = !c.image.contains(':') || c.image.ends_with(":latest");
+        let policy = c
+            .image_pull_policy
+            .as_deref()
+            .unwrap_or(if latest { "Always" } else { "IfNotPresent" });
+        if policy != "Always" {
+            let status = self
+                .images
+                .image_status(ImageStatusRequest {
+                    image: Some(spec.clone()),
+                    verbose: false,
+                })
+                .await
+                .map_err(call("ImageStatus"))?
+                .into_inner();
+            if status.image.is_some() {
+                return Ok(());
+            }
+            if policy == "Never" {
+                return Err(KubeletError::Invalid(format!(
+                    "image {} is not on the node and imagePullPolicy is Never",
+                    c.image
+                )));
+            }
+        }
+        self.images
+            .pull_image(PullImageRequest {
+                image: Some(spec),
+                ..Default::default()
+            })
+            .await
+            .map_err(call("PullImage"))?;
+        Ok(())
+    }
+
+    /// RunPodSandbox, then for each container: pull, CreateContainer,
+    /// StartContainer.
+    pub async fn run(&mut self, pod: &Pod) -> Result<RunningPod, KubeletError> {
+        let namespace = pod.namespace().to_owned();
+        let name = pod.metadata.name.clone();
+        let uid = format!("{:x}", pod_uid(&namespace, &name));
+        let log_dir = self.pods_dir.join(format!("{namespace}_{name}_{uid}"));
+        std::fs::create_dir_all(&log_dir).map_err(|source| KubeletError::Io {
+            path: log_dir.clone(),
+            source,
+        })?;
+        let mut labels: HashMap<String, String> = pod.metadata.labels.clone().into_iter().collect();
+        labels.insert("io.kubernetes.pod.name".into(), name.clone());
+        labels.insert("io.kubernetes.pod.namespace".into(), namespace.clone());
+        labels.insert("io.kubernetes.pod.uid".into(), uid.clone());
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.clone(),
+                uid: uid.clone(),
+                namespace: namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: name.clone(),
+            log_directory: log_dir.to_string_lossy().into_owned(),
+            labels,
+            annotations: pod.metadata.annotations.clone().into_iter().collect(),
+            ..Default::default()
+        };
+        // RuntimeClass `wasmpod` has handler `wasmpod` (deploy/), as the
+        // kubelet resolves it through the RuntimeClass object.
+        let handler = pod.spec.runtime_class_name.clone().unwrap_or_default();
+        let sandbox_id = self
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler,
+            })
+            .await
+            .map_err(call("RunPodSandbox"))?
+            .into_inner()
+            .pod_sandbox_id;
+        let ip = self
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(call("PodSandboxStatus"))?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let mut running = RunningPod {
+            sandbox_id,
+            config,
+            ip,
+            containers: Vec::new(),
+            log_dir,
+            grace: Duration::from_secs(
+                pod.spec
+                    .termination_grace_period_seconds
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(30),
+            ),
+        };
+        for c in &pod.spec.containers {
+            self.ensure_image(c).await?;
+            let id = self.create(pod, &running, c, 0).await?;
+            self.runtime
+                .start_container(StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map_err(call("StartContainer"))?;
+            running.containers.push((c.name.clone(), id));
+        }
+        Ok(running)
+    }
+
+    async fn create(
+        &mut self,
+        pod: &Pod,
+        running: &RunningPod,
+        c: &Container,
+        attempt: u32,
+    ) -> Result<String, KubeletError> {
+        let mut envs = Vec::new();
+        for e in &c.env {
+            let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+                (Some(v), _) => v.clone(),
+                (None, Some(f)) => match f.field_path.as_str() {
+                    "metadata.name" => pod.metadata.name.clone(),
+                    "metadata.namespace" => pod.namespace().to_owned(),
+                    "status.podIP" => running.ip.clone(),
+                    other => {
+                        return Err(KubeletError::Invalid(format!(
+                            "env {}: fieldRef {other} is not supported by this driver",
+                            e.name
+                        )));
+                    }
+                },
+                (None, None) => String::new(),
+            };
+            envs.push(KeyValue {
+                key: e.name.clone(),
+                value,
+            });
+        }
+        let mut labels = HashMap::new();
+        labels.insert("io.kubernetes.container.name".to_owned(), c.name.clone());
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: c.name.clone(),
+                attempt,
+            }),
+            image: Some(ImageSpec {
+                image: c.image.clone(),
+                ..Default::default()
+            }),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            envs,
+            labels,
+            annotations: pod.metadata.annotations.clone().into_iter().collect(),
+            log_path: format!("{}/{attempt}.log", c.name),
+            ..Default::default()
+        };
+        Ok(self
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: running.sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(running.config.clone()),
+            })
+            .await
+            .map_err(call("CreateContainer"))?
+            .into_inner()
+            .container_id)
+    }
+
+    /// ContainerStatus of container `id`.
+    pub async fn status(&mut self, id: &str) -> Result<ContainerStatus, KubeletError> {
+        self.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: false,
+            })
+            .await
+            .map_err(call("ContainerStatus"))?
+            .into_inner()
+            .status
+            .ok_or_else(|| KubeletError::Invalid(format!("no status for container {id}")))
+    }
+
+    /// Waits until container `id` has exited; returns its status.
+    pub async fn wait_exited(
+        &mut self,
+        name: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<ContainerStatus, KubeletError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id).await?;
+            if status.state == ContainerState::ContainerExited as i32 {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(KubeletError::Timeout {
+                    container: name.to_owned(),
+                    what: "exit",
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What `kubectl logs` shows for container `name`: the message part of
+    /// each CRI log line (`TIME STREAM TAG MESSAGE`), partial lines joined.
+    pub fn logs(&self, pod: &RunningPod, name: &str) -> Result<String, KubeletError> {
+        let path = pod.log_dir.join(name).join("0.log");
+        let raw = std::fs::read_to_string(&path).map_err(|source| KubeletError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut out = String::new();
+        for line in raw.lines() {
+            let mut parts = line.splitn(4, ' ');
+            let (_, _, tag, message) = (parts.next(), parts.next(), parts.next(), parts.next());
+            out.push_str(message.unwrap_or_default());
+            if tag != Some("P") {
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// StopContainer (with the pod's grace period) and RemoveContainer for
+    /// every container, then StopPodSandbox and RemovePodSandbox.
+    pub async fn remove(&mut self, pod: &RunningPod) -> Result<(), KubeletError> {
+        for (_, id) in &pod.containers {
+            self.runtime
+                .stop_container(StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: i64::try_from(pod.grace.as_secs()).unwrap_or(30),
+                })
+                .await
+                .map_err(call("StopContainer"))?;
+            self.runtime
+                .remove_container(RemoveContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map_err(call("RemoveContainer"))?;
+        }
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .map_err(call("StopPodSandbox"))?;
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.sandbox_id.clone(),
+            })
+            .await
+            .map_err(call("RemovePodSandbox"))?;
+        let _ = std::fs::remove_dir_all(&pod.log_dir);
+        Ok(())
+    }
+}
+
+/// A stable pod uid from its namespace and name (the API server would
+/// assign a UUID; the tests need only uniqueness per pod).
+fn pod_uid(namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (namespace, name).hash(&mut h);
+    h.finish()
+}
