@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use containerd_client::tonic::{self, transport::Channel};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -15,7 +16,6 @@ use k8s_cri::v1::{
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
     StopPodSandboxRequest,
 };
-use containerd_client::tonic::{self, transport::Channel};
 
 use crate::pod::{Container, Pod};
 
@@ -114,10 +114,11 @@ impl Kubelet {
             ..Default::default()
         };
         let latest = !c.image.contains(':') || c.image.ends_with(":latest");
-        let policy = c
-            .image_pull_policy
-            .as_deref()
-            .unwrap_or(if latest { "Always" } else { "IfNotPresent" });
+        let policy = c.image_pull_policy.as_deref().unwrap_or(if latest {
+            "Always"
+        } else {
+            "IfNotPresent"
+        });
         if policy != "Always" {
             let status = self
                 .images
@@ -238,7 +239,10 @@ impl Kubelet {
     ) -> Result<String, KubeletError> {
         let mut envs = Vec::new();
         for e in &c.env {
-            let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+            let value = match (
+                &e.value,
+                e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()),
+            ) {
                 (Some(v), _) => v.clone(),
                 (None, Some(f)) => match f.field_path.as_str() {
                     "metadata.name" => pod.metadata.name.clone(),

@@ -180,8 +180,9 @@ mod tests {
 
     #[test]
     fn refuses_what_has_no_pod() {
-        let err = Pod::from_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {}\n")
-            .expect_err("no pod");
+        let err =
+            Pod::from_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {}\n")
+                .expect_err("no pod");
         assert!(err.to_string().contains("ConfigMap"), "{err}");
     }
 }

@@ -28,7 +28,7 @@ fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let fixtures = PathBuf::from(var("WASMPOD_FIXTURES"));
-        for tar in ["pause.tar", "hello.tar", "programs.tar"] {
+        for tar in ["pause.tar", "hello.tar", "hello-native.tar"] {
             let tar = fixtures.join(tar);
             let out = std::process::Command::new(var("WASMPOD_CTR"))
                 .args(["-a", &var("WASMPOD_ADDRESS"), "-n", CRI_NAMESPACE])
@@ -42,12 +42,9 @@ fn images() {
 
 async fn kubelet() -> Kubelet {
     images();
-    Kubelet::connect(
-        &var("WASMPOD_ADDRESS"),
-        Path::new(&var("WASMPOD_PODS_DIR")),
-    )
-    .await
-    .expect("connect to the CRI")
+    Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR")))
+        .await
+        .expect("connect to the CRI")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -58,25 +55,59 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The network namespaces on the node (the CRI plugin makes one per pod).
+fn netns() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs `pod` (one container that exits), waits for it, removes it; returns
+/// its exit code and `kubectl logs` text. The pod must have had an IP and
+/// must leave no network namespace behind.
+async fn run_to_completion(kubelet: &mut Kubelet, pod: &Pod) -> (i32, String) {
+    let before = netns();
+    let running = kubelet.run(pod).await.expect("pod runs");
+    assert!(!running.ip.is_empty(), "the pod got no IP");
+    let (name, id) = running.containers[0].clone();
+    let status = kubelet
+        .wait_exited(&name, &id, Duration::from_secs(30))
+        .await
+        .expect("the container exits");
+    let logs = kubelet.logs(&running, &name).expect("logs");
+    kubelet.remove(&running).await.expect("pod removed");
+    assert_eq!(netns(), before, "the pod's network namespace was left");
+    (status.exit_code, logs)
+}
+
 #[test]
 #[ignore = "needs containerd with its CRI plugin: run `make test`"]
 fn hello_pod_logs_its_args_and_env() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let pod = example("hello.yaml");
-        let running = kubelet.run(&pod).await.expect("pod runs");
-        assert!(!running.ip.is_empty(), "the pod got no IP");
-        let (name, id) = running.containers[0].clone();
-        let status = kubelet
-            .wait_exited(&name, &id, Duration::from_secs(30))
-            .await
-            .expect("hello exits");
-        let logs = kubelet.logs(&running, &name).expect("logs");
-        kubelet.remove(&running).await.expect("pod removed");
-        assert_eq!(status.exit_code, 0, "{logs}");
+        let (code, logs) = run_to_completion(&mut kubelet, &example("hello.yaml")).await;
+        assert_eq!(code, 0, "{logs}");
         assert!(logs.contains("hello from wasm"), "{logs}");
         assert!(logs.contains("argv[0]=/hello.wasm"), "{logs}");
         assert!(logs.contains("argv[1]=from-a-pod"), "{logs}");
         assert!(logs.contains("GREETING=hello"), "{logs}");
+    });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_runc_pod_runs_beside_wasmpod_pods() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let (code, logs) = run_to_completion(&mut kubelet, &example("hello-native.yaml")).await;
+        assert_eq!(code, 0, "{logs}");
+        assert!(logs.contains("argv[1]=from-runc"), "{logs}");
+        assert!(logs.contains("GREETING=default"), "{logs}");
+        let (code, logs) = run_to_completion(&mut kubelet, &example("hello.yaml")).await;
+        assert_eq!(code, 0, "{logs}");
+        assert!(logs.contains("argv[1]=from-a-pod"), "{logs}");
     });
 }
