@@ -153,19 +153,7 @@ fn pushed_artifact_pulls_back_byte_identical_with_our_cli_oras_and_skopeo() {
         original
     );
 
-    let raw = ok(
-        &run_cmd(
-            "skopeo",
-            &[
-                "inspect",
-                "--tls-verify=false",
-                "--raw",
-                &format!("docker://{r}"),
-            ],
-        ),
-        "skopeo inspect --raw",
-    );
-    let manifest: serde_json::Value = serde_json::from_str(&raw).expect("manifest json");
+    let manifest = manifest_of(&r);
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
@@ -490,9 +478,10 @@ fn registry_blob(digest: &str) -> PathBuf {
         .join("data")
 }
 
-/// The manifest (or index) `r` points to, as the registry serves it.
-fn manifest_of(r: &str) -> serde_json::Value {
-    let raw = ok(
+/// The bytes of the manifest (or index) `r` points to, as the registry
+/// serves them (`skopeo inspect --raw`).
+fn raw_manifest(r: &str) -> String {
+    ok(
         &run_cmd(
             "skopeo",
             &[
@@ -503,8 +492,12 @@ fn manifest_of(r: &str) -> serde_json::Value {
             ],
         ),
         "skopeo inspect --raw",
-    );
-    serde_json::from_str(&raw).expect("manifest json")
+    )
+}
+
+/// [`raw_manifest`], parsed.
+fn manifest_of(r: &str) -> serde_json::Value {
+    serde_json::from_str(&raw_manifest(r)).expect("manifest json")
 }
 
 /// Stores `body` in the registry under `tag` of `r`'s repository, as a
@@ -762,18 +755,7 @@ fn an_index_without_a_wasm_entry_is_refused_by_name() {
             r#"{{"architecture":"arm64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
         ),
     );
-    let manifest = ok(
-        &run_cmd(
-            "skopeo",
-            &[
-                "inspect",
-                "--tls-verify=false",
-                "--raw",
-                &format!("docker://{r}"),
-            ],
-        ),
-        "skopeo inspect --raw",
-    );
+    let manifest = raw_manifest(&r);
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
