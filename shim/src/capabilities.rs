@@ -51,6 +51,8 @@ pub struct Grants {
     pub cwd: String,
     /// Directories, root filesystem first.
     pub preopens: Vec<Preopen>,
+    /// Linear memory the guest may hold, in bytes; `None` for no limit.
+    pub memory_limit: Option<u64>,
 }
 
 impl Grants {
@@ -71,6 +73,7 @@ impl Grants {
             env: spec.env.clone(),
             cwd: spec.cwd.clone(),
             preopens: std::iter::once(root).chain(mounts).collect(),
+            memory_limit: spec.memory_limit,
         }
     }
 
@@ -117,7 +120,11 @@ impl fmt::Display for Grants {
             let mode = if p.readonly { "ro" } else { "rw" };
             write!(f, "{}{}:{mode}", if i == 0 { "" } else { "," }, p.guest)?;
         }
-        write!(f, "] network=none")
+        write!(f, "] network=none memory=")?;
+        match self.memory_limit {
+            Some(bytes) => write!(f, "{bytes}"),
+            None => write!(f, "unlimited"),
+        }
     }
 }
 
@@ -142,6 +149,7 @@ mod tests {
                 readonly: false,
             }],
             annotations: Default::default(),
+            memory_limit: Some(64 << 20),
         }
     }
 
@@ -172,7 +180,7 @@ mod tests {
         let line = Grants::for_container(&spec()).to_string();
         assert_eq!(
             line,
-            "args=2 env=[A,SECRET] cwd=/ dirs=[/:ro,/data:rw] network=none"
+            "args=2 env=[A,SECRET] cwd=/ dirs=[/:ro,/data:rw] network=none memory=67108864"
         );
         assert!(!line.contains("=s"), "values must stay out of logs: {line}");
     }

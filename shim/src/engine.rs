@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use crate::cache::{self, CodeCache, Lookup};
+use crate::limits::MemoryLimit;
 
 /// Why a program could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
@@ -49,15 +50,32 @@ pub enum EngineError {
 pub struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The container's memory limit, checked on every grow.
+    pub limit: MemoryLimit,
 }
 
 impl ComponentState {
     /// Wraps a built WASI context.
-    pub fn new(wasi: WasiCtx) -> Self {
+    pub fn new(wasi: WasiCtx, limit: MemoryLimit) -> Self {
         Self {
             wasi,
             table: ResourceTable::new(),
+            limit,
         }
+    }
+}
+
+/// Store data for a preview 1 module guest.
+pub struct ModuleState {
+    wasi: WasiP1Ctx,
+    /// The container's memory limit, checked on every grow.
+    pub limit: MemoryLimit,
+}
+
+impl ModuleState {
+    /// Wraps a built preview 1 context.
+    pub fn new(wasi: WasiP1Ctx, limit: MemoryLimit) -> Self {
+        Self { wasi, limit }
     }
 }
 
@@ -75,7 +93,7 @@ impl WasiView for ComponentState {
 #[derive(Clone)]
 pub enum Program {
     /// A preview 1 module; its `_start` is the entry point.
-    Module(InstancePre<WasiP1Ctx>),
+    Module(InstancePre<ModuleState>),
     /// A preview 2 command component.
     Component(CommandPre<ComponentState>),
 }
@@ -101,7 +119,7 @@ pub struct WasmEngine {
     cache: CodeCache,
     // Built on first use: a pod of components never pages in the preview 1
     // registration code, and the reverse.
-    modules: OnceLock<Linker<WasiP1Ctx>>,
+    modules: OnceLock<Linker<ModuleState>>,
     components: OnceLock<ComponentLinker<ComponentState>>,
 }
 
@@ -125,12 +143,13 @@ impl WasmEngine {
         })
     }
 
-    fn module_linker(&self) -> Result<&Linker<WasiP1Ctx>, EngineError> {
+    fn module_linker(&self) -> Result<&Linker<ModuleState>, EngineError> {
         if let Some(linker) = self.modules.get() {
             return Ok(linker);
         }
         let mut linker = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| s).map_err(EngineError::Config)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut ModuleState| &mut s.wasi)
+            .map_err(EngineError::Config)?;
         // wasmtime-wasi traps on `proc_exit` statuses of 126 and above; a
         // native process may exit with any status, and so may a guest.
         linker.allow_shadowing(true);

@@ -16,7 +16,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 
 use crate::capabilities::{CapabilityError, Grants};
-use crate::engine::{ComponentState, Program};
+use crate::engine::{ComponentState, ModuleState, Program};
+use crate::limits::MemoryLimit;
+use crate::usage::Usage;
 
 /// Exit status of a guest ended by a trap (128 + SIGABRT, as a native
 /// process that aborts).
@@ -57,11 +59,26 @@ impl KillSwitch {
     }
 }
 
+/// Exit status of a guest that failed after its memory limit refused it
+/// memory (128 + SIGKILL, as a process the kernel's OOM killer ends).
+pub const OOM_STATUS: u32 = 137;
+
 /// How a guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     /// The status containerd reports (`exit(n)` gives n, signals 128+n).
     pub status: u32,
+    /// The guest failed after its memory limit refused a grow.
+    pub out_of_memory: bool,
+}
+
+impl Exit {
+    fn status(status: u32) -> Self {
+        Self {
+            status,
+            out_of_memory: false,
+        }
+    }
 }
 
 /// Starts `program` on a new thread; `on_exit` runs on that thread once the
@@ -72,6 +89,7 @@ pub fn spawn(
     grants: &Grants,
     stdio: Stdio,
     name: &str,
+    usage: Usage,
     on_exit: impl FnOnce(Exit) + Send + 'static,
 ) -> Result<KillSwitch, SpawnError> {
     let mut builder = WasiCtxBuilder::new();
@@ -86,6 +104,7 @@ pub fn spawn(
     if let Some(f) = stdio.stderr {
         builder.stderr(OutputFile::new(f));
     }
+    let limit = MemoryLimit::new(grants.memory_limit, usage.clone());
     let (tx, rx) = watch::channel(0);
     let switch = KillSwitch {
         engine: engine.clone(),
@@ -95,7 +114,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("guest-{name}"))
         .spawn(move || {
-            let exit = run_to_exit(&engine, program, builder, rx, stderr_copy);
+            usage.attach_current_thread();
+            let exit = run_to_exit(&engine, program, builder, limit, rx, stderr_copy);
+            usage.detach_current_thread();
             on_exit(exit);
         })
         .map_err(SpawnError::Thread)?;
@@ -117,17 +138,22 @@ fn run_to_exit(
     engine: &Engine,
     program: Program,
     builder: WasiCtxBuilder,
+    limit: MemoryLimit,
     mut kill: watch::Receiver<i32>,
     stderr: Option<File>,
 ) -> Exit {
+    let max = limit.max();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            report(stderr, &format!("cannot start the guest's runtime: {e}"));
-            return Exit { status: 1 };
+            report(
+                stderr.as_ref(),
+                &format!("cannot start the guest's runtime: {e}"),
+            );
+            return Exit::status(1);
         }
     };
     let killed = kill.clone();
@@ -135,35 +161,49 @@ fn run_to_exit(
         tokio::select! {
             biased;
             signal = kill.wait_for(|s| *s != 0) => Err(signal.map(|s| *s).unwrap_or(libc::SIGKILL)),
-            result = run(engine, program, builder, killed.clone()) => Ok(result),
+            result = run(engine, program, builder, limit, killed.clone()) => Ok(result),
         }
     });
     let signal = *killed.borrow();
-    match outcome {
-        Err(signal) => Exit {
-            status: 128 + signal as u32,
-        },
+    let (result, denied) = match outcome {
+        Err(signal) => return Exit::status(128 + signal as u32),
         // A trap raised by our own epoch callback is the kill, not a bug.
-        Ok(_) if signal != 0 => Exit {
-            status: 128 + signal as u32,
-        },
-        Ok(Ok(status)) => Exit { status },
-        Ok(Err(error)) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        Ok(_) if signal != 0 => return Exit::status(128 + signal as u32),
+        Ok(ran) => ran,
+    };
+    let exit = match result {
+        Ok(status) => Exit::status(status),
+        Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
             // As for a native process, only the low 8 bits reach the parent.
-            Some(exit) => Exit {
-                status: exit.0 as u32 & 0xff,
-            },
+            Some(exit) => Exit::status(exit.0 as u32 & 0xff),
             None => {
-                report(stderr, &format!("the guest trapped: {error:?}"));
-                Exit {
-                    status: TRAP_STATUS,
-                }
+                report(stderr.as_ref(), &format!("the guest trapped: {error:?}"));
+                Exit::status(TRAP_STATUS)
             }
         },
+    };
+    match (denied, max) {
+        // A guest that failed after being refused memory is reported as the
+        // kernel would report it: OOM-killed, so that Kubernetes shows
+        // `OOMKilled` and not an unexplained crash.
+        (Some(asked), Some(max)) if exit.status != 0 => {
+            report(
+                stderr.as_ref(),
+                &format!(
+                    "out of memory: the guest asked for {asked} bytes of linear memory, over the container's limit of {max} bytes (resources.limits.memory); it ended with status {}, reported as {OOM_STATUS} (OOMKilled)",
+                    exit.status
+                ),
+            );
+            Exit {
+                status: OOM_STATUS,
+                out_of_memory: true,
+            }
+        }
+        _ => exit,
     }
 }
 
-fn report(stderr: Option<File>, message: &str) {
+fn report(stderr: Option<&File>, message: &str) {
     tracing::info!("{message}");
     if let Some(mut f) = stderr {
         // The stream may be gone with its reader; the log line above stays.
@@ -171,28 +211,40 @@ fn report(stderr: Option<File>, message: &str) {
     }
 }
 
-/// Runs the guest to completion; `Ok` carries its exit status.
+/// Runs the guest to completion; `Ok` carries its exit status. Also gives
+/// the memory the limit refused, if it refused any.
 async fn run(
     engine: &Engine,
     program: Program,
     mut builder: WasiCtxBuilder,
+    limit: MemoryLimit,
     kill: watch::Receiver<i32>,
-) -> wasmtime::Result<u32> {
+) -> (wasmtime::Result<u32>, Option<usize>) {
     match program {
         Program::Module(pre) => {
-            let mut store = Store::new(engine, builder.build_p1());
+            let mut store = Store::new(engine, ModuleState::new(builder.build_p1(), limit));
+            store.limiter(|s| &mut s.limit);
             arm(&mut store, kill);
-            let instance = pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await?;
-            Ok(0)
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await?;
+                Ok(0)
+            }
+            .await;
+            (result, store.data().limit.denied())
         }
         Program::Component(pre) => {
-            let mut store = Store::new(engine, ComponentState::new(builder.build()));
+            let mut store = Store::new(engine, ComponentState::new(builder.build(), limit));
+            store.limiter(|s| &mut s.limit);
             arm(&mut store, kill);
-            let command = pre.instantiate_async(&mut store).await?;
-            let result = command.wasi_cli_run().call_run(&mut store).await?;
-            Ok(if result.is_ok() { 0 } else { 1 })
+            let result = async {
+                let command = pre.instantiate_async(&mut store).await?;
+                let result = command.wasi_cli_run().call_run(&mut store).await?;
+                Ok(if result.is_ok() { 0 } else { 1 })
+            }
+            .await;
+            (result, store.data().limit.denied())
         }
     }
 }

@@ -13,7 +13,12 @@ use containerd_shim::api::{
     WaitResponse,
 };
 use containerd_shim::event::Event;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics,
+};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::types::task::ProcessInfo;
@@ -28,6 +33,7 @@ use crate::error::TaskError;
 use crate::spec::{ContainerRole, ContainerSpec};
 use crate::stdio::StdioPaths;
 use crate::task::{Exited, State, Task};
+use crate::usage::Usage;
 
 /// Where task events go: containerd's event service in production, a
 /// channel in tests.
@@ -147,6 +153,30 @@ fn log_created(id: &str, origin: &str, digest: &str, how: Origin, grants: &Grant
 
 fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
     MessageField::some(Timestamp::from(at))
+}
+
+/// A guest's usage as cgroup v1 metrics, the form containerd's CRI reads
+/// for ContainerStats: CPU time of its thread, its linear memory.
+fn metrics(usage: &Usage, limit: Option<u64>) -> Metrics {
+    let memory = usage.memory();
+    let mut m = Metrics::new();
+    m.cpu = MessageField::some(CPUStat {
+        usage: MessageField::some(CPUUsage {
+            total: usage.cpu_ns().unwrap_or(0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    m.memory = MessageField::some(MemoryStat {
+        rss: memory,
+        usage: MessageField::some(MemoryEntry {
+            usage: memory,
+            limit: limit.unwrap_or(u64::MAX),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    m
 }
 
 fn exit_event(id: &str, pid: u32, exited: Exited) -> TaskExit {
@@ -317,6 +347,16 @@ impl<E: EventSink> TaskService<E> {
                 runtime.spawn(async move {
                     // TaskStart goes out first, whatever the race.
                     let _ = started_rx.await;
+                    // The CRI marks a container OOMKilled on TaskOOM, which
+                    // must come before its exit.
+                    if exited.out_of_memory {
+                        events
+                            .publish(Box::new(TaskOOM {
+                                container_id: id_owned.clone(),
+                                ..Default::default()
+                            }))
+                            .await;
+                    }
                     events
                         .publish(Box::new(exit_event(&id_owned, pid, exited)))
                         .await;
@@ -374,10 +414,9 @@ impl<E: EventSink> TaskService<E> {
             if let State::Created { .. } = task.state {
                 // Deleting a container that never started ends it, as
                 // runc's delete does.
-                return Ok(task.kill(libc::SIGKILL)?.unwrap_or(Exited {
-                    status: 128 + libc::SIGKILL as u32,
-                    at: SystemTime::now(),
-                }));
+                return Ok(task
+                    .kill(libc::SIGKILL)?
+                    .unwrap_or(Exited::now(128 + libc::SIGKILL as u32)));
             }
             task.reap();
             task.exited().ok_or_else(|| TaskError::State {
@@ -497,10 +536,10 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        self.with_task(&req.id, |_| Ok(()))?;
-        // Per-container usage comes with cgroup placement; until then an
-        // empty v1 metrics message keeps `ctr task metrics` working.
-        let metrics = containerd_shim::protos::cgroups::metrics::Metrics::new();
+        let (usage, limit) = self.with_task(&req.id, |task| {
+            Ok((task.usage.clone(), task.grants.memory_limit))
+        })?;
+        let metrics = metrics(&usage, limit);
         let any = containerd_shim::util::convert_to_any(Box::new(metrics))
             .map_err(|e| ttrpc_internal(&e))?;
         Ok(StatsResponse {

@@ -70,6 +70,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<DirMount>,
     /// Every annotation, for later grants (`wasmpod.dev/...`).
     pub annotations: HashMap<String, String>,
+    /// `linux.resources.memory.limit` in bytes (the pod's memory limit).
+    pub memory_limit: Option<u64>,
 }
 
 /// Mount types that give a Linux container its kernel view (`/proc`, `/dev`,
@@ -77,6 +79,15 @@ pub struct ContainerSpec {
 const SYSTEM_MOUNT_TYPES: &[&str] = &[
     "proc", "sysfs", "devpts", "mqueue", "tmpfs", "cgroup", "cgroup2", "devtmpfs",
 ];
+
+/// Destinations that belong to a Linux container's kernel view. The CRI
+/// binds the pod's shared memory at `/dev/shm`; a guest has no use for it,
+/// and the pod spec never asked for it.
+const KERNEL_PATHS: &[&str] = &["/dev", "/proc", "/sys"];
+
+fn is_kernel_path(destination: &Path) -> bool {
+    KERNEL_PATHS.iter().any(|p| destination.starts_with(p))
+}
 
 impl ContainerSpec {
     /// Loads `config.json` from `bundle`.
@@ -118,7 +129,7 @@ impl ContainerSpec {
             .flatten()
             .filter(|m| {
                 let typ = m.typ().as_deref().unwrap_or("bind");
-                !SYSTEM_MOUNT_TYPES.contains(&typ)
+                !SYSTEM_MOUNT_TYPES.contains(&typ) && !is_kernel_path(m.destination())
             })
             .filter_map(|m| {
                 let options = m.options().as_deref().unwrap_or_default();
@@ -134,6 +145,15 @@ impl ContainerSpec {
                 })
             })
             .collect();
+        // Zero and negative (-1) mean "no limit" in the runtime spec.
+        let memory_limit = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok())
+            .filter(|&l| l > 0);
         Ok(Self {
             role,
             args: process.args().clone().unwrap_or_default(),
@@ -143,6 +163,7 @@ impl ContainerSpec {
             rootfs_readonly,
             mounts,
             annotations,
+            memory_limit,
         })
     }
 
@@ -195,10 +216,22 @@ mod tests {
         assert_eq!(s.rootfs, Path::new("/b/rootfs"));
         assert!(s.rootfs_readonly);
         assert!(s.mounts.is_empty(), "system mounts are not for guests");
+        assert_eq!(s.memory_limit, None);
     }
 
     #[test]
-    fn binds_directories_only() {
+    fn reads_the_memory_limit() {
+        let mut json = base();
+        json["linux"] = serde_json::json!({"resources": {"memory": {"limit": 67108864}}});
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json.clone())).expect("spec");
+        assert_eq!(s.memory_limit, Some(64 << 20));
+        json["linux"]["resources"]["memory"]["limit"] = serde_json::json!(-1);
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
+        assert_eq!(s.memory_limit, None, "-1 is unlimited");
+    }
+
+    #[test]
+    fn binds_directories_only_and_not_at_kernel_paths() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("hosts");
         std::fs::write(&file, "").expect("write");
@@ -206,7 +239,8 @@ mod tests {
         json["mounts"] = serde_json::json!([
             {"destination": "/data", "type": "bind", "source": dir.path(), "options": ["rbind", "ro"]},
             {"destination": "/scratch", "source": dir.path(), "options": ["rbind", "rw"]},
-            {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["rbind"]}
+            {"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["rbind"]},
+            {"destination": "/dev/shm", "type": "bind", "source": dir.path(), "options": ["rbind"]}
         ]);
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
         assert_eq!(

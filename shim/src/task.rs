@@ -9,6 +9,7 @@ use crate::capabilities::Grants;
 use crate::engine::Program;
 use crate::guest::{self, Exit, KillSwitch, Stdio};
 use crate::spec::ContainerRole;
+use crate::usage::Usage;
 
 /// How and when a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,19 @@ pub struct Exited {
     pub status: u32,
     /// When it ended.
     pub at: SystemTime,
+    /// It failed after its memory limit refused it memory.
+    pub out_of_memory: bool,
+}
+
+impl Exited {
+    /// Ended now with `status`.
+    pub fn now(status: u32) -> Self {
+        Self {
+            status,
+            at: SystemTime::now(),
+            out_of_memory: false,
+        }
+    }
 }
 
 /// Where a task is in its life.
@@ -53,6 +67,8 @@ pub struct Task {
     pub grants: Grants,
     /// Current state.
     pub state: State,
+    /// What the guest uses, for `Stats`.
+    pub usage: Usage,
     exit: watch::Sender<Option<Exited>>,
 }
 
@@ -75,6 +91,7 @@ impl Task {
             role,
             grants,
             state: State::Created { program, stdio },
+            usage: Usage::default(),
             exit: watch::channel(None).0,
         }
     }
@@ -118,10 +135,11 @@ impl Task {
             &self.grants,
             stdio,
             &self.id,
+            self.usage.clone(),
             move |e: Exit| {
                 let exited = Exited {
-                    status: e.status,
-                    at: SystemTime::now(),
+                    out_of_memory: e.out_of_memory,
+                    ..Exited::now(e.status)
                 };
                 exit.send_replace(Some(exited));
                 on_exit(exited);
@@ -134,10 +152,7 @@ impl Task {
             }
             Err(e) => {
                 // Nothing ran; record a failed exit so wait and delete work.
-                self.exit.send_replace(Some(Exited {
-                    status: 1,
-                    at: SystemTime::now(),
-                }));
+                self.exit.send_replace(Some(Exited::now(1)));
                 Err(e.into())
             }
         }
@@ -164,10 +179,7 @@ impl Task {
                     (ContainerRole::Sandbox, libc::SIGTERM | libc::SIGINT) => 0,
                     _ => 128 + signal as u32,
                 };
-                let exited = Exited {
-                    status,
-                    at: SystemTime::now(),
-                };
+                let exited = Exited::now(status);
                 self.state = State::Stopped;
                 self.exit.send_replace(Some(exited));
                 Ok(Some(exited))

@@ -10,14 +10,16 @@ use containerd_client::tonic::{self, transport::Channel};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, ImageStatusRequest, KeyValue, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStats, ContainerStatsRequest,
+    ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    ImageStatusRequest, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, Mount, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 
 use crate::pod::{Container, Pod};
+use crate::volumes::{self, Materialised, VolumeError};
 
 /// What went wrong talking to the CRI.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum KubeletError {
         /// How long.
         timeout: Duration,
     },
+    /// A volume could not be made.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     /// Reading or writing the pod's directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -87,6 +92,10 @@ pub struct RunningPod {
     pub log_dir: PathBuf,
     /// Grace period for stops, from the pod spec (default 30 s).
     pub grace: Duration,
+    /// The kubelet's directory for this pod (`/var/lib/kubelet/pods/UID`).
+    pub pod_dir: PathBuf,
+    /// The pod's volumes on the node, by name.
+    pub volumes: HashMap<String, Materialised>,
 }
 
 impl Kubelet {
@@ -160,6 +169,10 @@ impl Kubelet {
             path: log_dir.clone(),
             source,
         })?;
+        // Volumes are ready before the sandbox, as the kubelet waits for
+        // them before RunPodSandbox.
+        let pod_dir = self.pods_dir.join("kubelet").join(&uid);
+        let volumes = volumes::materialise(pod, &pod_dir)?;
         let mut labels: HashMap<String, String> = pod.metadata.labels.clone().into_iter().collect();
         labels.insert("io.kubernetes.pod.name".into(), name.clone());
         labels.insert("io.kubernetes.pod.namespace".into(), namespace.clone());
@@ -215,6 +228,8 @@ impl Kubelet {
                     .and_then(|s| u64::try_from(s).ok())
                     .unwrap_or(30),
             ),
+            pod_dir,
+            volumes,
         };
         for c in &pod.spec.containers {
             self.ensure_image(c).await?;
@@ -262,6 +277,25 @@ impl Kubelet {
                 value,
             });
         }
+        let mut mounts = Vec::new();
+        for m in &c.volume_mounts {
+            let volume = running.volumes.get(&m.name).ok_or_else(|| {
+                KubeletError::Invalid(format!(
+                    "container {}: volumeMount {} names no volume of the pod",
+                    c.name, m.name
+                ))
+            })?;
+            let host = match &m.sub_path {
+                Some(sub) => volume.host.join(sub),
+                None => volume.host.clone(),
+            };
+            mounts.push(Mount {
+                container_path: m.mount_path.clone(),
+                host_path: host.to_string_lossy().into_owned(),
+                readonly: m.read_only || volume.read_only,
+                ..Default::default()
+            });
+        }
         let mut labels = HashMap::new();
         labels.insert("io.kubernetes.container.name".to_owned(), c.name.clone());
         let config = ContainerConfig {
@@ -280,6 +314,8 @@ impl Kubelet {
             labels,
             annotations: pod.metadata.annotations.clone().into_iter().collect(),
             log_path: format!("{}/{attempt}.log", c.name),
+            mounts,
+            linux: Some(linux(c)),
             ..Default::default()
         };
         Ok(self
@@ -307,6 +343,41 @@ impl Kubelet {
             .into_inner()
             .status
             .ok_or_else(|| KubeletError::Invalid(format!("no status for container {id}")))
+    }
+
+    /// ExecSync: what an exec probe and `kubectl exec` do. Returns the exit
+    /// code and the output.
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+    ) -> Result<(i32, String), KubeletError> {
+        let out = self
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+                timeout: 10,
+            })
+            .await
+            .map_err(call("ExecSync"))?
+            .into_inner();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.exit_code, text))
+    }
+
+    /// ContainerStats of container `id`: what `kubectl top` shows.
+    pub async fn stats(&mut self, id: &str) -> Result<ContainerStats, KubeletError> {
+        self.runtime
+            .container_stats(ContainerStatsRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map_err(call("ContainerStats"))?
+            .into_inner()
+            .stats
+            .ok_or_else(|| KubeletError::Invalid(format!("no stats for container {id}")))
     }
 
     /// Waits until container `id` has exited; returns its status.
@@ -353,17 +424,24 @@ impl Kubelet {
         Ok(out)
     }
 
+    /// StopContainer: SIGTERM, then SIGKILL after `grace`, as the kubelet
+    /// stops a container.
+    pub async fn stop(&mut self, id: &str, grace: Duration) -> Result<(), KubeletError> {
+        self.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout: i64::try_from(grace.as_secs()).unwrap_or(30),
+            })
+            .await
+            .map_err(call("StopContainer"))?;
+        Ok(())
+    }
+
     /// StopContainer (with the pod's grace period) and RemoveContainer for
     /// every container, then StopPodSandbox and RemovePodSandbox.
     pub async fn remove(&mut self, pod: &RunningPod) -> Result<(), KubeletError> {
         for (_, id) in &pod.containers {
-            self.runtime
-                .stop_container(StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout: i64::try_from(pod.grace.as_secs()).unwrap_or(30),
-                })
-                .await
-                .map_err(call("StopContainer"))?;
+            self.stop(id, pod.grace).await?;
             self.runtime
                 .remove_container(RemoveContainerRequest {
                     container_id: id.clone(),
@@ -384,7 +462,36 @@ impl Kubelet {
             .await
             .map_err(call("RemovePodSandbox"))?;
         let _ = std::fs::remove_dir_all(&pod.log_dir);
+        let _ = std::fs::remove_dir_all(&pod.pod_dir);
         Ok(())
+    }
+}
+
+/// The Linux part of a container's config: resources and security context,
+/// converted as the kubelet converts them.
+fn linux(c: &Container) -> LinuxContainerConfig {
+    /// The CFS period the kubelet uses, in microseconds.
+    const CPU_PERIOD: i64 = 100_000;
+    let r = &c.resources;
+    let resources = LinuxContainerResources {
+        memory_limit_in_bytes: r.memory_limit().unwrap_or(0),
+        cpu_period: CPU_PERIOD,
+        cpu_quota: r
+            .cpu_limit_milli()
+            .map_or(0, |milli| (milli * CPU_PERIOD / 1000).max(1000)),
+        // The kubelet's shares: 1024 per CPU requested, at least 2.
+        cpu_shares: r
+            .cpu_request_milli()
+            .or(r.cpu_limit_milli())
+            .map_or(2, |milli| (milli * 1024 / 1000).max(2)),
+        ..Default::default()
+    };
+    LinuxContainerConfig {
+        resources: Some(resources),
+        security_context: Some(LinuxContainerSecurityContext {
+            readonly_rootfs: c.security_context.read_only_root_filesystem,
+            ..Default::default()
+        }),
     }
 }
 

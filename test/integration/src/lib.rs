@@ -5,6 +5,7 @@
 
 pub mod kubelet;
 pub mod pod;
+pub mod volumes;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};

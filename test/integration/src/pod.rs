@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
 /// Why a manifest is not a pod this driver can run.
@@ -11,9 +13,17 @@ pub enum PodError {
     /// Not YAML of a known shape.
     #[error("not a Pod manifest: {0}")]
     Yaml(#[from] serde_norway::Error),
-    /// A kind without a pod template.
-    #[error("kind {0} has no pod template (Pod, Deployment or Job expected)")]
-    Kind(String),
+    /// No document of the file has a pod.
+    #[error("no Pod, Deployment, Job, StatefulSet or DaemonSet in the manifest")]
+    NoPod,
+    /// A Secret's `data` is not base64.
+    #[error("secret {secret}, key {key}: the value is not base64")]
+    Base64 {
+        /// The Secret.
+        secret: String,
+        /// The key.
+        key: String,
+    },
 }
 
 /// `metadata` of a pod.
@@ -41,6 +51,19 @@ pub struct Pod {
     pub metadata: Metadata,
     /// What runs.
     pub spec: PodSpec,
+    /// The ConfigMaps and Secrets of the same file, which the API server
+    /// would hold.
+    #[serde(skip)]
+    pub sources: Sources,
+}
+
+/// ConfigMap and Secret contents by name: file name -> bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// ConfigMaps.
+    pub config_maps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Secrets, decoded.
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 /// `spec` of a pod.
@@ -55,6 +78,102 @@ pub struct PodSpec {
     pub termination_grace_period_seconds: Option<i64>,
     /// The containers, started in order.
     pub containers: Vec<Container>,
+    /// Volumes the containers may mount.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+/// A pod volume; exactly one source is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    /// Name, referred to by `volumeMounts`.
+    pub name: String,
+    /// A fresh directory that lives as long as the pod.
+    pub empty_dir: Option<serde_norway::Value>,
+    /// A directory of the node.
+    pub host_path: Option<HostPath>,
+    /// The keys of a ConfigMap as files.
+    pub config_map: Option<ConfigMapVolume>,
+    /// The keys of a Secret as files.
+    pub secret: Option<SecretVolume>,
+}
+
+/// `hostPath` of a volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPath {
+    /// The node's directory.
+    pub path: String,
+    /// `DirectoryOrCreate` creates it; others expect it to exist.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `configMap` of a volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolume {
+    /// The ConfigMap.
+    pub name: String,
+    /// Which keys, under which file names; all keys when empty.
+    #[serde(default)]
+    pub items: Vec<KeyToPath>,
+}
+
+/// `secret` of a volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolume {
+    /// The Secret.
+    pub secret_name: String,
+    /// Which keys, under which file names; all keys when empty.
+    #[serde(default)]
+    pub items: Vec<KeyToPath>,
+}
+
+/// One key of a ConfigMap or Secret and the file it becomes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyToPath {
+    /// The key.
+    pub key: String,
+    /// The file name inside the volume.
+    pub path: String,
+}
+
+/// One `volumeMounts` entry of a container.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    /// The volume's name.
+    pub name: String,
+    /// Where the container sees it.
+    pub mount_path: String,
+    /// Read-only when true.
+    #[serde(default)]
+    pub read_only: bool,
+    /// A directory inside the volume to mount instead of its root.
+    pub sub_path: Option<String>,
+}
+
+/// `securityContext` of a container, the part that matters here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// The image's files are read-only when true.
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+}
+
+/// `resources` of a container: quantities as written (`64Mi`, `500m`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Resources {
+    /// What the scheduler reserves.
+    #[serde(default)]
+    pub requests: BTreeMap<String, serde_norway::Value>,
+    /// What the node enforces.
+    #[serde(default)]
+    pub limits: BTreeMap<String, serde_norway::Value>,
 }
 
 /// One container of a pod.
@@ -78,6 +197,15 @@ pub struct Container {
     pub working_dir: Option<String>,
     /// `Always`, `IfNotPresent` or `Never`.
     pub image_pull_policy: Option<String>,
+    /// Volumes and where they appear.
+    #[serde(default)]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Read-only root filesystem.
+    #[serde(default)]
+    pub security_context: SecurityContext,
+    /// Requests and limits.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 /// One environment variable: a value, or a field of the pod.
@@ -108,12 +236,67 @@ pub struct FieldRef {
     pub field_path: String,
 }
 
+impl Resources {
+    /// `limits.memory` in bytes.
+    pub fn memory_limit(&self) -> Option<i64> {
+        self.limits.get("memory").and_then(quantity)
+    }
+
+    /// `limits.cpu` in millicores.
+    pub fn cpu_limit_milli(&self) -> Option<i64> {
+        self.limits.get("cpu").and_then(quantity_milli)
+    }
+
+    /// `requests.cpu` in millicores.
+    pub fn cpu_request_milli(&self) -> Option<i64> {
+        self.requests.get("cpu").and_then(quantity_milli)
+    }
+}
+
+/// A Kubernetes quantity (`128Mi`, `1G`, `500m`, `2`) in thousandths of its
+/// unit, so that CPU millicores and byte counts share one parser.
+fn quantity_milli(value: &serde_norway::Value) -> Option<i64> {
+    let text = match value {
+        serde_norway::Value::String(s) => s.trim().to_owned(),
+        serde_norway::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let scale: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let milli = number.parse::<f64>().ok()? * scale * 1000.0;
+    (milli.is_finite() && milli >= 0.0 && milli < i64::MAX as f64).then(|| milli.round() as i64)
+}
+
+fn quantity(value: &serde_norway::Value) -> Option<i64> {
+    quantity_milli(value).map(|m| (m + 999) / 1000)
+}
+
 #[derive(Deserialize)]
 struct Manifest {
     kind: String,
     #[serde(default)]
     metadata: Metadata,
+    #[serde(default)]
     spec: serde_norway::Value,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+    #[serde(default, rename = "stringData")]
+    string_data: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -122,27 +305,63 @@ struct WithTemplate {
 }
 
 impl Pod {
-    /// Reads a Pod, or the pod template of a Deployment or Job.
+    /// Reads the first Pod (or pod template of a Deployment, Job,
+    /// StatefulSet or DaemonSet) of a file of YAML documents, with the
+    /// file's ConfigMaps and Secrets.
     pub fn from_yaml(text: &str) -> Result<Self, PodError> {
-        let manifest: Manifest = serde_norway::from_str(text)?;
-        match manifest.kind.as_str() {
-            "Pod" => Ok(Pod {
-                metadata: manifest.metadata,
-                spec: serde_norway::from_value(manifest.spec)?,
-            }),
-            "Deployment" | "Job" | "StatefulSet" | "DaemonSet" => {
-                let WithTemplate { template } = serde_norway::from_value(manifest.spec)?;
-                let mut pod = template;
-                if pod.metadata.name.is_empty() {
-                    pod.metadata.name = manifest.metadata.name;
+        let mut pod = None;
+        let mut sources = Sources::default();
+        for document in serde_norway::Deserializer::from_str(text) {
+            let manifest = Manifest::deserialize(document)?;
+            match manifest.kind.as_str() {
+                "ConfigMap" => {
+                    let files = manifest.data.into_iter().map(|(k, v)| (k, v.into_bytes()));
+                    sources
+                        .config_maps
+                        .insert(manifest.metadata.name, files.collect());
                 }
-                if pod.metadata.namespace.is_none() {
-                    pod.metadata.namespace = manifest.metadata.namespace;
+                "Secret" => {
+                    let name = manifest.metadata.name;
+                    let mut files = BTreeMap::new();
+                    for (key, value) in manifest.data {
+                        let bytes = BASE64.decode(value.trim()).map_err(|_| PodError::Base64 {
+                            secret: name.clone(),
+                            key: key.clone(),
+                        })?;
+                        files.insert(key, bytes);
+                    }
+                    files.extend(
+                        manifest
+                            .string_data
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    );
+                    sources.secrets.insert(name, files);
                 }
-                Ok(pod)
+                "Pod" if pod.is_none() => {
+                    pod = Some(Pod {
+                        metadata: manifest.metadata,
+                        spec: serde_norway::from_value(manifest.spec)?,
+                        sources: Sources::default(),
+                    });
+                }
+                "Deployment" | "Job" | "StatefulSet" | "DaemonSet" if pod.is_none() => {
+                    let WithTemplate { template } = serde_norway::from_value(manifest.spec)?;
+                    let mut p = template;
+                    if p.metadata.name.is_empty() {
+                        p.metadata.name = manifest.metadata.name;
+                    }
+                    if p.metadata.namespace.is_none() {
+                        p.metadata.namespace = manifest.metadata.namespace;
+                    }
+                    pod = Some(p);
+                }
+                _ => {}
             }
-            other => Err(PodError::Kind(other.to_owned())),
         }
+        let mut pod = pod.ok_or(PodError::NoPod)?;
+        pod.sources = sources;
+        Ok(pod)
     }
 
     /// The namespace, `default` when the manifest names none.
@@ -183,6 +402,63 @@ mod tests {
         let err =
             Pod::from_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nspec: {}\n")
                 .expect_err("no pod");
-        assert!(err.to_string().contains("ConfigMap"), "{err}");
+        assert!(err.to_string().contains("no Pod"), "{err}");
+        let err = Pod::from_yaml(
+            "kind: Secret\nmetadata: {name: s}\ndata: {k: '!!'}\n---\nkind: Pod\nspec: {containers: []}\n",
+        )
+        .expect_err("bad base64");
+        assert!(err.to_string().contains("secret s, key k"), "{err}");
+    }
+
+    #[test]
+    fn quantities_as_kubernetes_writes_them() {
+        let r: Resources =
+            serde_norway::from_str("limits: {memory: 64Mi, cpu: 500m}\nrequests: {cpu: '0.25'}\n")
+                .expect("resources");
+        assert_eq!(r.memory_limit(), Some(64 * 1024 * 1024));
+        assert_eq!(r.cpu_limit_milli(), Some(500));
+        assert_eq!(r.cpu_request_milli(), Some(250));
+        let r: Resources =
+            serde_norway::from_str("limits: {memory: 1G, cpu: 2}\n").expect("resources");
+        assert_eq!(r.memory_limit(), Some(1_000_000_000));
+        assert_eq!(r.cpu_limit_milli(), Some(2000));
+        let r: Resources = serde_norway::from_str("limits: {memory: 12Qi}\n").expect("resources");
+        assert_eq!(r.memory_limit(), None, "unknown suffix");
+    }
+
+    #[test]
+    fn reads_volumes_with_their_config_maps_and_secrets() {
+        let text = include_str!("../../../deploy/examples/volumes.yaml");
+        let pod = Pod::from_yaml(text).expect("the volumes example");
+        assert_eq!(pod.metadata.name, "volumes");
+        assert_eq!(
+            pod.sources.config_maps["app-config"]["greeting.txt"],
+            b"hello from a ConfigMap"
+        );
+        assert_eq!(pod.sources.secrets["app-secret"]["token"], b"s3cr3t");
+        let c = &pod.spec.containers[0];
+        assert!(c.security_context.read_only_root_filesystem);
+        assert_eq!(c.volume_mounts.len(), 3);
+        assert_eq!(c.volume_mounts[0].mount_path, "/config");
+        let kinds: Vec<_> = pod
+            .spec
+            .volumes
+            .iter()
+            .map(|v| {
+                (
+                    v.config_map.is_some(),
+                    v.secret.is_some(),
+                    v.empty_dir.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (true, false, false),
+                (false, true, false),
+                (false, false, true)
+            ]
+        );
     }
 }

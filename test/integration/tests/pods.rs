@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmpod_integration::kubelet::Kubelet;
+use k8s_cri::v1::{ContainerState, ContainerStatus};
+use wasmpod_integration::kubelet::{Kubelet, RunningPod};
 use wasmpod_integration::pod::Pod;
-use wasmpod_integration::{ok, var};
+use wasmpod_integration::pod::{HostPath, Volume, VolumeMount};
+use wasmpod_integration::{ok, unique, var};
 
 /// The namespace containerd's CRI plugin keeps its images and pods in.
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -28,7 +30,7 @@ fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let fixtures = PathBuf::from(var("WASMPOD_FIXTURES"));
-        for tar in ["pause.tar", "hello.tar", "hello-native.tar"] {
+        for tar in ["pause.tar", "hello.tar", "hello-native.tar", "programs.tar"] {
             let tar = fixtures.join(tar);
             let out = std::process::Command::new(var("WASMPOD_CTR"))
                 .args(["-a", &var("WASMPOD_ADDRESS"), "-n", CRI_NAMESPACE])
@@ -67,20 +69,41 @@ fn netns() -> Vec<String> {
 
 /// Runs `pod` (one container that exits), waits for it, removes it; returns
 /// its exit code and `kubectl logs` text. The pod must have had an IP and
-/// must leave no network namespace behind.
-async fn run_to_completion(kubelet: &mut Kubelet, pod: &Pod) -> (i32, String) {
+/// must leave no network namespace behind. `inspect` sees the pod before
+/// it is removed.
+async fn run_to_completion_with(
+    kubelet: &mut Kubelet,
+    pod: &Pod,
+    inspect: impl FnOnce(&RunningPod),
+) -> (ContainerStatus, String) {
     let before = netns();
     let running = kubelet.run(pod).await.expect("pod runs");
     assert!(!running.ip.is_empty(), "the pod got no IP");
     let (name, id) = running.containers[0].clone();
     let status = kubelet
-        .wait_exited(&name, &id, Duration::from_secs(30))
+        .wait_exited(&name, &id, Duration::from_secs(60))
         .await
         .expect("the container exits");
     let logs = kubelet.logs(&running, &name).expect("logs");
+    inspect(&running);
     kubelet.remove(&running).await.expect("pod removed");
     assert_eq!(netns(), before, "the pod's network namespace was left");
+    assert!(!running.pod_dir.exists(), "the pod's volumes were left");
+    (status, logs)
+}
+
+/// [`run_to_completion_with`], for the exit code.
+async fn run_to_completion(kubelet: &mut Kubelet, pod: &Pod) -> (i32, String) {
+    let (status, logs) = run_to_completion_with(kubelet, pod, |_| {}).await;
     (status.exit_code, logs)
+}
+
+/// The line `fs.wasm` printed for operation `op` (e.g. `cat /config/x`).
+fn line<'a>(logs: &'a str, op: &str) -> &'a str {
+    let prefix = format!("{op}: ");
+    logs.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no line for {op:?} in:\n{logs}"))
 }
 
 #[test]
@@ -110,4 +133,212 @@ fn a_runc_pod_runs_beside_wasmpod_pods() {
         assert_eq!(code, 0, "{logs}");
         assert!(logs.contains("argv[1]=from-a-pod"), "{logs}");
     });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn volumes_are_preopens_with_their_modes() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let pod = example("volumes.yaml");
+        let (status, logs) = run_to_completion_with(&mut kubelet, &pod, |running| {
+            // The guest's write landed in the emptyDir on the node.
+            let note = running.volumes["scratch"].host.join("note.txt");
+            let text = std::fs::read_to_string(&note).expect("the guest's file on the node");
+            assert_eq!(text, "written by the guest");
+        })
+        .await;
+        assert_eq!(status.exit_code, 0, "{logs}");
+        assert_eq!(
+            line(&logs, "cat /config/greeting.txt"),
+            "ok hello from a ConfigMap"
+        );
+        assert_eq!(line(&logs, "cat /secret/token"), "ok s3cr3t");
+        assert_eq!(line(&logs, "write /scratch/note.txt"), "ok");
+        assert_eq!(
+            line(&logs, "cat /scratch/note.txt"),
+            "ok written by the guest"
+        );
+        // A ConfigMap volume is read-only, and so is the image with
+        // readOnlyRootFilesystem.
+        assert!(
+            line(&logs, "write /config/greeting.txt").starts_with("error"),
+            "{logs}"
+        );
+        assert!(
+            line(&logs, "write /new-in-image.txt").starts_with("error"),
+            "{logs}"
+        );
+    });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn escapes_from_preopens_fail() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        // A secret of the node, outside every volume, and a hostPath volume
+        // holding symlinks that point at it.
+        let outside = tempfile::tempdir().expect("tempdir");
+        let marker = unique("node-only");
+        let secret = outside.path().join("node-secret.txt");
+        std::fs::write(&secret, &marker).expect("write");
+        let host = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(&secret, host.path().join("absolute")).expect("symlink");
+        let up = "../".repeat(host.path().components().count()) + &rel(outside.path());
+        std::os::unix::fs::symlink(&up, host.path().join("relative")).expect("symlink");
+        std::fs::write(host.path().join("inside.txt"), "inside").expect("write");
+        let outside_rel = rel(&secret);
+        let outside_abs = secret.to_string_lossy().into_owned();
+
+        let mut pod = example("volumes.yaml");
+        pod.metadata.name = "escapes".into();
+        pod.spec.volumes.push(Volume {
+            name: "host".into(),
+            empty_dir: None,
+            host_path: Some(HostPath {
+                path: host.path().to_string_lossy().into_owned(),
+                kind: Some("Directory".into()),
+            }),
+            config_map: None,
+            secret: None,
+        });
+        let c = &mut pod.spec.containers[0];
+        c.volume_mounts.push(VolumeMount {
+            name: "host".into(),
+            mount_path: "/host".into(),
+            read_only: true,
+            sub_path: None,
+        });
+        let dotdot = "../".repeat(8);
+        c.args = [
+            "cat /host/inside.txt",
+            "cat /host/absolute",
+            "cat /host/relative/node-secret.txt",
+            &format!("cat /host/../{dotdot}{outside_rel}"),
+            &format!("cat /scratch/{dotdot}{outside_rel}"),
+            &format!("cat {dotdot}{outside_rel}"),
+            &format!("cat {outside_abs}"),
+            &format!("symlink {outside_abs} /scratch/abs-link"),
+            "cat /scratch/abs-link",
+            &format!("symlink {dotdot}{outside_rel} /scratch/rel-link"),
+            "cat /scratch/rel-link",
+            "write /host/new.txt x",
+            "ls /dev/shm",
+            "ls /proc/self",
+            "cat /etc/hosts",
+        ]
+        .iter()
+        .flat_map(|op| op.split(' ').map(str::to_owned))
+        .collect();
+
+        let (code, logs) = run_to_completion(&mut kubelet, &pod).await;
+        assert_eq!(code, 0, "{logs}");
+        assert!(!logs.contains(&marker), "the node's file leaked:\n{logs}");
+        assert_eq!(line(&logs, "cat /host/inside.txt"), "ok inside");
+        for op in [
+            "cat /host/absolute".to_owned(),
+            "cat /host/relative/node-secret.txt".to_owned(),
+            format!("cat /host/../{dotdot}{outside_rel}"),
+            format!("cat /scratch/{dotdot}{outside_rel}"),
+            format!("cat {dotdot}{outside_rel}"),
+            format!("cat {outside_abs}"),
+            "cat /scratch/abs-link".to_owned(),
+            "cat /scratch/rel-link".to_owned(),
+            "write /host/new.txt".to_owned(),
+            "ls /dev/shm".to_owned(),
+            "ls /proc/self".to_owned(),
+            "cat /etc/hosts".to_owned(),
+        ] {
+            assert!(line(&logs, &op).starts_with("error"), "{op}:\n{logs}");
+        }
+        assert!(
+            !host.path().join("new.txt").exists(),
+            "a read-only hostPath was written"
+        );
+    });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn memory_limit_stops_a_hog_as_oom_killed() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let mut pod = example("memory-limit.yaml");
+        let (status, logs) = run_to_completion_with(&mut kubelet, &pod, |_| {}).await;
+        assert_eq!(status.exit_code, 0, "24 MiB fit in 32 MiB: {logs}");
+        assert!(logs.contains("allocated 24 MiB, done"), "{logs}");
+
+        pod.spec.containers[0].args.clear();
+        let (status, logs) = run_to_completion_with(&mut kubelet, &pod, |_| {}).await;
+        assert_eq!(status.exit_code, 137, "{logs}");
+        assert_eq!(status.reason, "OOMKilled", "{logs}");
+        assert!(logs.contains("allocated 16 MiB"), "{logs}");
+        assert!(!logs.contains("allocated 32 MiB"), "{logs}");
+        assert!(logs.contains("malloc failed after"), "{logs}");
+        assert!(
+            logs.contains("wasmpod: out of memory") && logs.contains("limit of 33554432 bytes"),
+            "{logs}"
+        );
+    });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_spinning_guest_shows_in_stats_refuses_exec_and_stops_within_its_grace_period() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let mut pod = example("hello.yaml");
+        pod.metadata.name = "spin".into();
+        pod.spec.termination_grace_period_seconds = Some(10);
+        let c = &mut pod.spec.containers[0];
+        c.image = "docker.io/wasmpod/test-programs:latest".into();
+        c.command = vec!["/loop.component.wasm".into()];
+        c.args.clear();
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let (name, id) = running.containers[0].clone();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = kubelet.status(&id).await.expect("status");
+        assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+        // What `kubectl top` would show: the guest's own CPU and memory.
+        let stats = kubelet.stats(&id).await.expect("ContainerStats");
+        let cpu = stats
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map_or(0, |v| v.value);
+        let memory = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map_or(0, |v| v.value);
+        // 300 ms of spinning is well over 100 ms of CPU; the program's
+        // linear memory is at least one 64 KiB page.
+        assert!(cpu > 100_000_000, "cpu {cpu} ns");
+        assert!(memory >= 65_536, "memory {memory} bytes");
+        // An exec probe or `kubectl exec` gets a clear refusal.
+        let err = kubelet
+            .exec_sync(&id, &["/bin/sh", "-c", "true"])
+            .await
+            .expect_err("exec is refused");
+        assert!(
+            err.to_string()
+                .contains("not supported for Wasm containers"),
+            "{err}"
+        );
+        let started = Instant::now();
+        kubelet.stop(&id, running.grace).await.expect("stop");
+        let took = started.elapsed();
+        let status = kubelet
+            .wait_exited(&name, &id, Duration::from_secs(5))
+            .await
+            .expect("exited");
+        kubelet.remove(&running).await.expect("pod removed");
+        // SIGTERM ends it: no SIGKILL after the grace period was needed.
+        assert_eq!(status.exit_code, 143);
+        assert!(took < running.grace, "StopContainer took {took:?}");
+    });
+}
+
+/// `path` without its leading `/`.
+fn rel(path: &Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_owned()
 }

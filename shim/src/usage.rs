@@ -1,0 +1,85 @@
+//! What a guest uses, for `Stats` (and so for the CRI's ContainerStats):
+//! its linear memory, counted by its [`MemoryLimit`](crate::limits), and
+//! the CPU time of the thread it runs on.
+//!
+//! All guests of a pod share one shim process and so one cgroup; the
+//! per-guest figures come from Wasmtime and the guest's own thread instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// A guest's usage, shared between its thread and the task service.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    memory: Arc<AtomicU64>,
+    thread: Arc<AtomicI32>,
+    cpu_at_exit: Arc<AtomicU64>,
+}
+
+impl Usage {
+    /// Records the bytes of linear memory the guest holds now.
+    pub fn set_memory(&self, bytes: usize) {
+        self.memory
+            .store(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Bytes of linear memory the guest holds.
+    pub fn memory(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    /// Called on the guest's thread before it runs.
+    pub fn attach_current_thread(&self) {
+        self.thread
+            .store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+    }
+
+    /// Called on the guest's thread once it has run: keeps its final CPU
+    /// time, and forgets the thread id, which the kernel may reuse.
+    pub fn detach_current_thread(&self) {
+        if let Some(ns) = self.cpu_ns() {
+            self.cpu_at_exit.store(ns, Ordering::Relaxed);
+        }
+        self.thread.store(0, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds the guest's thread has run, from the kernel's scheduler
+    /// statistics; `None` before it starts.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let tid = self.thread.load(Ordering::Relaxed);
+        if tid == 0 {
+            let ended = self.cpu_at_exit.load(Ordering::Relaxed);
+            return (ended > 0).then_some(ended);
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_cpu_time_of_the_attached_thread() {
+        let usage = Usage::default();
+        assert_eq!(usage.cpu_ns(), None);
+        let seen = usage.clone();
+        std::thread::spawn(move || {
+            seen.attach_current_thread();
+            // Burn a little CPU so the figure cannot be zero.
+            let mut x = 0u64;
+            for i in 0..5_000_000u64 {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+            let ns = seen.cpu_ns().expect("the thread's schedstat");
+            assert!(ns > 0, "{ns}");
+            seen.detach_current_thread();
+        })
+        .join()
+        .expect("thread");
+        assert!(usage.cpu_ns().is_some_and(|ns| ns > 0), "kept after exit");
+        usage.set_memory(3 << 16);
+        assert_eq!(usage.memory(), 3 << 16);
+    }
+}
