@@ -86,8 +86,12 @@ pub struct RunningPod {
     pub config: PodSandboxConfig,
     /// The pod's IP on the CNI bridge.
     pub ip: String,
-    /// Container name -> id, in the pod's order.
+    /// Container name -> id of its latest attempt, in the pod's order.
     pub containers: Vec<(String, String)>,
+    /// Container name -> its latest attempt (0 until restarted).
+    pub attempts: HashMap<String, u32>,
+    /// Earlier attempts, kept for their logs until the pod is removed.
+    pub dead: Vec<String>,
     /// The pod's log directory.
     pub log_dir: PathBuf,
     /// Grace period for stops, from the pod spec (default 30 s).
@@ -230,19 +234,66 @@ impl Kubelet {
             ),
             pod_dir,
             volumes,
+            attempts: HashMap::new(),
+            dead: Vec::new(),
         };
         for c in &pod.spec.containers {
             self.ensure_image(c).await?;
             let id = self.create(pod, &running, c, 0).await?;
-            self.runtime
-                .start_container(StartContainerRequest {
-                    container_id: id.clone(),
-                })
-                .await
-                .map_err(call("StartContainer"))?;
+            self.start(&id).await?;
             running.containers.push((c.name.clone(), id));
+            running.attempts.insert(c.name.clone(), 0);
         }
         Ok(running)
+    }
+
+    async fn start(&mut self, id: &str) -> Result<(), KubeletError> {
+        self.runtime
+            .start_container(StartContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map_err(call("StartContainer"))?;
+        Ok(())
+    }
+
+    /// One pass of the kubelet's pod sync: every container that has exited
+    /// and that `restartPolicy` says to restart (`Always`, the default; or
+    /// `OnFailure` with a non-zero exit) is created again as the next
+    /// attempt in the same sandbox, and started. The kubelet's back-off
+    /// between restarts is left to the caller. Returns the names restarted.
+    pub async fn sync(
+        &mut self,
+        pod: &Pod,
+        running: &mut RunningPod,
+    ) -> Result<Vec<String>, KubeletError> {
+        let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut restarted = Vec::new();
+        for c in &pod.spec.containers {
+            let Some(slot) = running.containers.iter().position(|(n, _)| *n == c.name) else {
+                continue;
+            };
+            let status = self.status(&running.containers[slot].1).await?;
+            if status.state != ContainerState::ContainerExited as i32 {
+                continue;
+            }
+            let restart = match policy {
+                "Always" => true,
+                "OnFailure" => status.exit_code != 0,
+                _ => false,
+            };
+            if !restart {
+                continue;
+            }
+            let attempt = running.attempts.get(&c.name).copied().unwrap_or(0) + 1;
+            let id = self.create(pod, running, c, attempt).await?;
+            self.start(&id).await?;
+            let old = std::mem::replace(&mut running.containers[slot].1, id);
+            running.dead.push(old);
+            running.attempts.insert(c.name.clone(), attempt);
+            restarted.push(c.name.clone());
+        }
+        Ok(restarted)
     }
 
     async fn create(
@@ -407,7 +458,8 @@ impl Kubelet {
     /// What `kubectl logs` shows for container `name`: the message part of
     /// each CRI log line (`TIME STREAM TAG MESSAGE`), partial lines joined.
     pub fn logs(&self, pod: &RunningPod, name: &str) -> Result<String, KubeletError> {
-        let path = pod.log_dir.join(name).join("0.log");
+        let attempt = pod.attempts.get(name).copied().unwrap_or(0);
+        let path = pod.log_dir.join(name).join(format!("{attempt}.log"));
         let raw = std::fs::read_to_string(&path).map_err(|source| KubeletError::Io {
             path: path.clone(),
             source,
@@ -440,7 +492,8 @@ impl Kubelet {
     /// StopContainer (with the pod's grace period) and RemoveContainer for
     /// every container, then StopPodSandbox and RemovePodSandbox.
     pub async fn remove(&mut self, pod: &RunningPod) -> Result<(), KubeletError> {
-        for (_, id) in &pod.containers {
+        let ids = pod.containers.iter().map(|(_, id)| id).chain(&pod.dead);
+        for id in ids {
             self.stop(id, pod.grace).await?;
             self.runtime
                 .remove_container(RemoveContainerRequest {

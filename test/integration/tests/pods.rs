@@ -288,13 +288,8 @@ fn memory_limit_stops_a_hog_as_oom_killed() {
 fn a_spinning_guest_shows_in_stats_refuses_exec_and_stops_within_its_grace_period() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let mut pod = example("hello.yaml");
-        pod.metadata.name = "spin".into();
+        let mut pod = program_pod("spin", "/loop.component.wasm", &[]);
         pod.spec.termination_grace_period_seconds = Some(10);
-        let c = &mut pod.spec.containers[0];
-        c.image = "docker.io/wasmpod/test-programs:latest".into();
-        c.command = vec!["/loop.component.wasm".into()];
-        c.args.clear();
         let running = kubelet.run(&pod).await.expect("pod runs");
         let (name, id) = running.containers[0].clone();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -336,6 +331,54 @@ fn a_spinning_guest_shows_in_stats_refuses_exec_and_stops_within_its_grace_perio
         assert_eq!(status.exit_code, 143);
         assert!(took < running.grace, "StopContainer took {took:?}");
     });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_failed_container_is_restarted_in_its_sandbox_by_policy() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let mut pod = program_pod("restarts", "/exit_code.wasm", &["3"]);
+        pod.spec.restart_policy = Some("OnFailure".into());
+        let mut running = kubelet.run(&pod).await.expect("pod runs");
+        let (name, first) = running.containers[0].clone();
+        let status = kubelet
+            .wait_exited(&name, &first, Duration::from_secs(30))
+            .await
+            .expect("exits");
+        assert_eq!(status.exit_code, 3);
+
+        let restarted = kubelet.sync(&pod, &mut running).await.expect("sync");
+        assert_eq!(restarted, std::slice::from_ref(&name));
+        let second = running.containers[0].1.clone();
+        assert_ne!(second, first, "a new container");
+        let status = kubelet
+            .wait_exited(&name, &second, Duration::from_secs(30))
+            .await
+            .expect("exits again");
+        assert_eq!(status.exit_code, 3);
+        assert_eq!(status.metadata.map(|m| m.attempt), Some(1));
+        let logs = kubelet.logs(&running, &name).expect("logs of attempt 1");
+        assert!(logs.contains("exiting with 3"), "{logs}");
+
+        // Under `Never`, a failed container stays failed.
+        pod.spec.restart_policy = Some("Never".into());
+        let restarted = kubelet.sync(&pod, &mut running).await.expect("sync");
+        assert!(restarted.is_empty(), "{restarted:?}");
+        assert_eq!(running.containers[0].1, second);
+        kubelet.remove(&running).await.expect("pod removed");
+    });
+}
+
+/// The hello pod, named `name`, running `program` of the test image.
+fn program_pod(name: &str, program: &str, args: &[&str]) -> Pod {
+    let mut pod = example("hello.yaml");
+    pod.metadata.name = name.into();
+    let c = &mut pod.spec.containers[0];
+    c.image = "docker.io/wasmpod/test-programs:latest".into();
+    c.command = vec![program.into()];
+    c.args = args.iter().map(|a| (*a).to_owned()).collect();
+    pod
 }
 
 /// `path` without its leading `/`.
