@@ -11,18 +11,17 @@ use crate::usage::Usage;
 #[derive(Debug, Default)]
 pub struct MemoryLimit {
     max: Option<usize>,
-    used: usize,
     denied: Option<usize>,
+    /// Also the count of what the guest holds: this limiter is its only writer.
     usage: Usage,
 }
 
 impl MemoryLimit {
     /// At most `max` bytes; `None` for no limit. What the guest holds is
-    /// also published to `usage`.
+    /// counted in `usage`, where `Stats` reads it.
     pub fn new(max: Option<u64>, usage: Usage) -> Self {
         Self {
             max: max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
-            used: 0,
             denied: None,
             usage,
         }
@@ -40,7 +39,7 @@ impl MemoryLimit {
 
     /// Bytes of linear memory the guest holds now.
     pub fn used(&self) -> usize {
-        self.used
+        usize::try_from(self.usage.memory()).unwrap_or(usize::MAX)
     }
 }
 
@@ -53,14 +52,13 @@ impl ResourceLimiter for MemoryLimit {
     ) -> wasmtime::Result<bool> {
         // Memories are created with `current == 0` and never shrink, so the
         // sum of every grow's delta is what the guest holds.
-        let total = self.used.saturating_add(desired.saturating_sub(current));
+        let total = self.used().saturating_add(desired.saturating_sub(current));
         match self.max {
             Some(max) if total > max => {
                 self.denied = Some(total);
                 Ok(false)
             }
             _ => {
-                self.used = total;
                 self.usage.set_memory(total);
                 Ok(true)
             }
