@@ -198,6 +198,8 @@ env_of() {
     echo "WASMPOD_PODS_DIR=$dir/pods"
     echo "WASMPOD_SANDBOX_IMAGE=$sandbox_image"
     echo "WASMPOD_BRIDGE=$bridge"
+    # host-local gives the bridge the first address of the subnet.
+    echo "WASMPOD_POD_GATEWAY=${subnet%.0/24}.1"
 }
 
 [ $# -eq 2 ] || die "usage: $0 fetch|start|stop|env SUITE"

@@ -1,17 +1,19 @@
 //! What a guest is allowed to do, derived from its container spec.
 //!
 //! Deny by default: the guest gets its args, its env, the container's root
-//! filesystem and the directories the spec binds in, and nothing else. No
-//! host environment, no network, no host paths outside the bundle and its
-//! mounts. Every grant is set explicitly on the [`WasiCtxBuilder`] instead of
-//! relying on wasmtime-wasi's defaults.
+//! filesystem, the directories the spec binds in and the sockets its pod's
+//! annotations grant, and nothing else. No host environment, no host paths
+//! outside the bundle and its mounts. Every grant is set explicitly on the
+//! [`WasiCtxBuilder`] instead of relying on wasmtime-wasi's defaults.
 
 use std::fmt;
+use std::fs::File;
 use std::path::PathBuf;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::spec::ContainerSpec;
+use crate::sockets::{Denials, GrantError, SocketGrants};
+use crate::spec::{ContainerSpec, Network};
 
 /// A capability could not be granted.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum CapabilityError {
         #[source]
         source: wasmtime::Error,
     },
+    /// A `wasmpod.dev/` socket annotation is malformed.
+    #[error(transparent)]
+    Sockets(#[from] GrantError),
 }
 
 /// A host directory visible to the guest.
@@ -53,11 +58,15 @@ pub struct Grants {
     pub preopens: Vec<Preopen>,
     /// Linear memory the guest may hold, in bytes; `None` for no limit.
     pub memory_limit: Option<u64>,
+    /// Sockets, from the pod's `wasmpod.dev/` annotations.
+    pub sockets: SocketGrants,
+    /// The network namespace the guest's sockets are made in.
+    pub network: Network,
 }
 
 impl Grants {
-    /// What `spec` grants.
-    pub fn for_container(spec: &ContainerSpec) -> Self {
+    /// What `spec` grants; fails on a malformed socket annotation.
+    pub fn for_container(spec: &ContainerSpec) -> Result<Self, CapabilityError> {
         let root = Preopen {
             host: spec.rootfs.clone(),
             guest: "/".to_owned(),
@@ -68,28 +77,45 @@ impl Grants {
             guest: m.guest.clone(),
             readonly: m.readonly,
         });
-        Self {
+        Ok(Self {
             args: spec.args.clone(),
             env: spec.env.clone(),
             cwd: spec.cwd.clone(),
             preopens: std::iter::once(root).chain(mounts).collect(),
             memory_limit: spec.memory_limit,
-        }
+            sockets: SocketGrants::from_annotations(&spec.annotations)?,
+            network: spec.network.clone(),
+        })
     }
 
     /// Sets every grant on `builder`, and denies all that is not granted.
-    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), CapabilityError> {
+    /// Refused socket uses are explained on `stderr`.
+    pub fn apply(
+        &self,
+        builder: &mut WasiCtxBuilder,
+        stderr: Option<File>,
+    ) -> Result<(), CapabilityError> {
+        // A guest may make TCP and UDP sockets, which alone reach nothing:
+        // every address it binds, listens on, connects or sends to passes
+        // the check, which refuses what the annotations do not grant and
+        // says so on stderr. Name lookups have no such check, so they are
+        // switched off unless granted.
+        let sockets = self.sockets.clone();
+        let denials = Denials::new(stderr);
         builder
             .args(&self.args)
             .envs(&self.env)
             .initial_cwd(&self.cwd)
-            // Sockets: none. wasmtime-wasi's own defaults have changed across
-            // releases, so each switch is set, and the address check refuses
-            // anything that slips past them.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(self.sockets.dns)
+            .socket_addr_check(move |addr, used| {
+                let allowed = sockets.allows(addr, used);
+                if !allowed && let Some(line) = SocketGrants::denial(addr, used) {
+                    denials.report(line);
+                }
+                Box::pin(async move { allowed })
+            });
         for p in &self.preopens {
             let perms = if p.readonly {
                 FsPerms::ReadOnly
@@ -120,7 +146,7 @@ impl fmt::Display for Grants {
             let mode = if p.readonly { "ro" } else { "rw" };
             write!(f, "{}{}:{mode}", if i == 0 { "" } else { "," }, p.guest)?;
         }
-        write!(f, "] network=none memory=")?;
+        write!(f, "] network={} memory=", self.sockets)?;
         match self.memory_limit {
             Some(bytes) => write!(f, "{bytes}"),
             None => write!(f, "unlimited"),
@@ -150,12 +176,13 @@ mod tests {
             }],
             annotations: Default::default(),
             memory_limit: Some(64 << 20),
+            network: Network::Host,
         }
     }
 
     #[test]
     fn grants_exactly_the_spec() {
-        let g = Grants::for_container(&spec());
+        let g = Grants::for_container(&spec()).expect("grants");
         assert_eq!(g.args, ["/app.wasm", "x"]);
         assert_eq!(g.env.len(), 2);
         assert_eq!(
@@ -177,7 +204,7 @@ mod tests {
 
     #[test]
     fn summary_names_env_keys_but_not_values() {
-        let line = Grants::for_container(&spec()).to_string();
+        let line = Grants::for_container(&spec()).expect("grants").to_string();
         assert_eq!(
             line,
             "args=2 env=[A,SECRET] cwd=/ dirs=[/:ro,/data:rw] network=none memory=67108864"
@@ -190,7 +217,8 @@ mod tests {
         let mut s = spec();
         s.rootfs = Path::new("/nonexistent/wasmpod/rootfs").into();
         let err = Grants::for_container(&s)
-            .apply(&mut WasiCtxBuilder::new())
+            .expect("grants")
+            .apply(&mut WasiCtxBuilder::new(), None)
             .expect_err("missing dir");
         assert!(
             err.to_string().contains("/nonexistent/wasmpod/rootfs"),

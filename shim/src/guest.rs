@@ -93,8 +93,12 @@ pub fn spawn(
     on_exit: impl FnOnce(Exit) + Send + 'static,
 ) -> Result<KillSwitch, SpawnError> {
     let mut builder = WasiCtxBuilder::new();
-    grants.apply(&mut builder)?;
-    let stderr_copy = stdio.stderr.as_ref().and_then(|f| f.try_clone().ok());
+    let stderr_copy = || stdio.stderr.as_ref().and_then(|f| f.try_clone().ok());
+    grants.apply(&mut builder, stderr_copy())?;
+    let stderr_copy = stderr_copy();
+    // A guest without socket grants makes no socket that could reach
+    // anything, so it stays where it is and skips the setns.
+    let network = (!grants.sockets.is_empty()).then(|| grants.network.clone());
     if let Some(f) = stdio.stdin {
         builder.stdin(InputFile::new(f));
     }
@@ -115,7 +119,13 @@ pub fn spawn(
         .name(format!("guest-{name}"))
         .spawn(move || {
             usage.attach_current_thread();
-            let exit = run_to_exit(&engine, program, builder, limit, rx, stderr_copy);
+            let exit = match network.as_ref().map(crate::sys::enter_network) {
+                Some(Err(e)) => {
+                    report(stderr_copy.as_ref(), &crate::error::chain(&e));
+                    Exit::status(1)
+                }
+                _ => run_to_exit(&engine, program, builder, limit, rx, stderr_copy),
+            };
             usage.detach_current_thread();
             on_exit(exit);
         })

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod logging;
 pub mod service;
 pub mod shim;
+pub mod sockets;
 pub mod spec;
 pub mod stdio;
 pub mod sys;

@@ -30,7 +30,7 @@ use wasmpod_oci::{ContentStore, SourceError};
 use crate::capabilities::Grants;
 use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
-use crate::spec::{ContainerRole, ContainerSpec};
+use crate::spec::{ContainerRole, ContainerSpec, Network};
 use crate::stdio::StdioPaths;
 use crate::task::{Exited, State, Task};
 use crate::usage::Usage;
@@ -51,6 +51,8 @@ pub struct TaskService<E> {
     exit: Arc<ExitSignal>,
     pid: u32,
     images: Option<Arc<Images>>,
+    /// The pod's network namespace, from its sandbox's spec.
+    pod_network: Mutex<Option<Network>>,
 }
 
 /// Where to find containers' images: containerd's gRPC socket and the
@@ -201,6 +203,7 @@ impl<E: EventSink> TaskService<E> {
             exit,
             pid: std::process::id(),
             images: None,
+            pod_network: Mutex::new(None),
         }
     }
 
@@ -298,12 +301,14 @@ impl<E: EventSink> TaskService<E> {
         spec: ContainerSpec,
         stdio_paths: StdioPaths,
     ) -> Result<Task, TaskError> {
+        let mut spec = spec;
+        self.place_in_pod_network(&mut spec);
         let engine = self.engine.clone();
         let images = self.images.clone();
         let id = id.to_owned();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let grants = Grants::for_container(&spec);
+            let grants = Grants::for_container(&spec)?;
             let program = match spec.role {
                 ContainerRole::Sandbox => {
                     tracing::info!(%id, "pod sandbox created");
@@ -334,6 +339,22 @@ impl<E: EventSink> TaskService<E> {
             tracing::error!(error = %join, "preparing the container panicked");
             Err(TaskError::Crashed("preparing the container"))
         })
+    }
+
+    /// The CRI puts a pod's containers in the network namespace of the
+    /// sandbox's process, `/proc/PID/ns/net`, and our PID is the shim's, in
+    /// the node's namespace. The sandbox's spec names the pod's namespace
+    /// itself: remember it, and give it to the pod's containers.
+    fn place_in_pod_network(&self, spec: &mut ContainerSpec) {
+        let mut pod = self.pod_network.lock().unwrap_or_else(|p| p.into_inner());
+        let ours = Network::Join(format!("/proc/{}/ns/net", self.pid).into());
+        match spec.role {
+            ContainerRole::Sandbox => *pod = Some(spec.network.clone()),
+            ContainerRole::Guest if spec.network == ours => {
+                spec.network = pod.clone().unwrap_or(Network::Host);
+            }
+            ContainerRole::Guest => {}
+        }
     }
 
     async fn start_task(&self, id: &str) -> Result<StartResponse, TaskError> {

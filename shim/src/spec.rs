@@ -72,6 +72,19 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// `linux.resources.memory.limit` in bytes (the pod's memory limit).
     pub memory_limit: Option<u64>,
+    /// The network namespace the spec puts the container in.
+    pub network: Network,
+}
+
+/// Where a container's sockets live, from the spec's `network` namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// No network namespace in the spec: the node's own (`hostNetwork`).
+    Host,
+    /// Join the namespace at this path (the CRI's pod namespace).
+    Join(PathBuf),
+    /// A new, empty namespace of the container's own (`ctr run`'s default).
+    New,
 }
 
 /// Mount types that give a Linux container its kernel view (`/proc`, `/dev`,
@@ -154,6 +167,18 @@ impl ContainerSpec {
             .and_then(|m| m.limit())
             .and_then(|l| u64::try_from(l).ok())
             .filter(|&l| l > 0);
+        let network = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|ns| {
+                ns.iter()
+                    .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            })
+            .map_or(Network::Host, |n| match n.path() {
+                Some(path) => Network::Join(path.clone()),
+                None => Network::New,
+            });
         Ok(Self {
             role,
             args: process.args().clone().unwrap_or_default(),
@@ -164,6 +189,7 @@ impl ContainerSpec {
             mounts,
             annotations,
             memory_limit,
+            network,
         })
     }
 
@@ -217,6 +243,18 @@ mod tests {
         assert!(s.rootfs_readonly);
         assert!(s.mounts.is_empty(), "system mounts are not for guests");
         assert_eq!(s.memory_limit, None);
+        assert_eq!(s.network, Network::Host);
+    }
+
+    #[test]
+    fn reads_the_network_namespace() {
+        let mut json = base();
+        json["linux"] = serde_json::json!({"namespaces": [{"type": "mount"}, {"type": "network"}]});
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json.clone())).expect("spec");
+        assert_eq!(s.network, Network::New);
+        json["linux"]["namespaces"][1]["path"] = serde_json::json!("/var/run/netns/cni-1");
+        let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
+        assert_eq!(s.network, Network::Join("/var/run/netns/cni-1".into()));
     }
 
     #[test]

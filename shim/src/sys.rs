@@ -1,4 +1,5 @@
-//! Host side effects: mounting and unmounting a container's root filesystem.
+//! Host side effects: mounting and unmounting a container's root filesystem,
+//! and moving a guest thread into its network namespace.
 
 use std::path::{Path, PathBuf};
 
@@ -60,5 +61,54 @@ pub fn unmount_rootfs(target: &Path) -> Result<(), MountError> {
                 });
             }
         }
+    }
+}
+
+/// A guest thread could not be moved into its network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The namespace file could not be opened.
+    #[error("cannot open the network namespace {}", path.display())]
+    Open {
+        /// The namespace file (e.g. `/var/run/netns/cni-...`).
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `setns` or `unshare` refused.
+    #[error("cannot enter the network namespace {what}")]
+    Enter {
+        /// The namespace file, or "of its own".
+        what: String,
+        /// What the OS said.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Moves the calling thread (only it: network namespaces are per thread)
+/// into `network`, so that every socket the guest makes there belongs to
+/// its pod.
+pub fn enter_network(network: &crate::spec::Network) -> Result<(), NetworkError> {
+    use nix::sched::{CloneFlags, setns, unshare};
+
+    use crate::spec::Network;
+    match network {
+        Network::Host => Ok(()),
+        Network::Join(path) => {
+            let file = std::fs::File::open(path).map_err(|source| NetworkError::Open {
+                path: path.clone(),
+                source,
+            })?;
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetworkError::Enter {
+                what: path.display().to_string(),
+                source,
+            })
+        }
+        Network::New => unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NetworkError::Enter {
+            what: "of its own".to_owned(),
+            source,
+        }),
     }
 }

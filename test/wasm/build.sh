@@ -64,6 +64,11 @@ if stale "$root/python.component.wasm" "$here/python"; then
     cp "$wasi_wit"/*.wit "$out/python/wit/deps/"
     (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize app -o "$root/python.component.wasm")
 fi
+# The wasi:sockets client and server for the socket-grant tests.
+if stale "$root/net.component.wasm" "$here/python"; then
+    cp "$here/python/net.py" "$out/python/"
+    (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize net -o "$root/net.component.wasm")
+fi
 
 if stale "$root/unknown-world.component.wasm" "$fixtures"; then
     "$fixtures" unknown-world "$root/unknown-world.component.wasm"

@@ -427,6 +427,23 @@ mod tests {
     }
 
     #[test]
+    fn every_example_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).expect("deploy/examples") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("example");
+            let pod = Pod::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!pod.spec.containers.is_empty(), "{}", path.display());
+            read += 1;
+        }
+        assert!(read >= 5, "only {read} examples");
+        let pod = Pod::from_yaml(include_str!("../../../deploy/examples/sockets.yaml"))
+            .expect("the sockets example");
+        assert_eq!(pod.metadata.annotations["wasmpod.dev/tcp-listen"], "8080");
+    }
+
+    #[test]
     fn reads_volumes_with_their_config_maps_and_secrets() {
         let text = include_str!("../../../deploy/examples/volumes.yaml");
         let pod = Pod::from_yaml(text).expect("the volumes example");

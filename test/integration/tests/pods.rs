@@ -385,3 +385,144 @@ fn program_pod(name: &str, program: &str, args: &[&str]) -> Pod {
 fn rel(path: &Path) -> String {
     path.to_string_lossy().trim_start_matches('/').to_owned()
 }
+
+/// Runs `net.component.wasm` (test/wasm/python/net.py) with `ops`, and with
+/// `annotations` on the pod; returns its status, logs and pod IP. `while_running`
+/// is called with the pod IP as soon as the pod runs.
+async fn run_net_pod(
+    kubelet: &mut Kubelet,
+    name: &str,
+    ops: &[&str],
+    annotations: &[(&str, String)],
+    while_running: impl AsyncFnOnce(&str),
+) -> (ContainerStatus, String, String) {
+    let mut pod = program_pod(name, "/net.component.wasm", ops);
+    for (k, v) in annotations {
+        pod.metadata.annotations.insert((*k).to_owned(), v.clone());
+    }
+    let running = kubelet.run(&pod).await.expect("pod runs");
+    while_running(&running.ip).await;
+    let (name, id) = running.containers[0].clone();
+    let status = kubelet
+        .wait_exited(&name, &id, Duration::from_secs(60))
+        .await
+        .expect("the container exits");
+    let logs = kubelet.logs(&running, &name).expect("logs");
+    kubelet.remove(&running).await.expect("pod removed");
+    (status, logs, running.ip.clone())
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn sockets_are_denied_without_a_grant_and_allowed_by_annotations() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        // A TCP listener and a UDP socket on the node, which pods reach
+        // through their bridge's address.
+        let gateway = var("WASMPOD_POD_GATEWAY");
+        let tcp = TcpListener::bind("0.0.0.0:0").expect("tcp listener");
+        tcp.set_nonblocking(true).expect("nonblocking");
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        udp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let tcp_port = tcp.local_addr().expect("addr").port().to_string();
+        let udp_port = udp.local_addr().expect("addr").port().to_string();
+        let ops = [
+            "listen",
+            "8080",
+            "connect",
+            &gateway,
+            &tcp_port,
+            "udp",
+            &gateway,
+            &udp_port,
+            "lookup",
+            "localhost",
+            "accept",
+        ];
+        let connect = format!("{gateway}:{tcp_port}");
+        let send = format!("{gateway}:{udp_port}");
+
+        // No annotation: every use is refused, and the guest's log says
+        // which annotation would have granted it.
+        let (status, logs, _) =
+            run_net_pod(&mut kubelet, "no-sockets", &ops, &[], async |_| {}).await;
+        assert_eq!(status.exit_code, 0, "{logs}");
+        assert_eq!(line(&logs, "listen 8080"), "error access-denied");
+        assert_eq!(
+            line(&logs, &format!("connect {connect}")),
+            "error access-denied"
+        );
+        assert_eq!(line(&logs, &format!("udp {send}")), "error access-denied");
+        assert_eq!(
+            line(&logs, "lookup localhost"),
+            "error permanent-resolver-failure"
+        );
+        for denial in [
+            "wasmpod: denied: TCP bind to port 8080; the pod annotation wasmpod.dev/tcp-listen: \"8080\" would grant it".to_owned(),
+            format!("wasmpod: denied: TCP connect to {connect}; the pod annotation wasmpod.dev/tcp-connect: \"{connect}\" would grant it"),
+            format!("wasmpod: denied: UDP send to {send}; the pod annotation wasmpod.dev/udp-connect: \"{send}\" would grant it"),
+        ] {
+            assert!(logs.lines().any(|l| l.ends_with(&denial)), "no {denial:?} in:\n{logs}");
+        }
+        assert_eq!(
+            tcp.accept().map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::WouldBlock)
+        );
+
+        // Granted: the guest listens in its pod's network namespace, where
+        // the node reaches it at the pod IP, and connects and sends out.
+        let grants = [
+            ("wasmpod.dev/tcp-listen", "8080".to_owned()),
+            (
+                "wasmpod.dev/tcp-connect",
+                format!("{gateway}/32:{tcp_port}"),
+            ),
+            ("wasmpod.dev/udp-connect", send.clone()),
+            ("wasmpod.dev/dns", "true".to_owned()),
+        ];
+        let (status, logs, ip) =
+            run_net_pod(&mut kubelet, "sockets", &ops, &grants, async |ip: &str| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut stream = loop {
+                    match TcpStream::connect((ip, 8080)) {
+                        Ok(s) => break s,
+                        Err(e) if Instant::now() < deadline => {
+                            let _ = e;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("the guest's listener at {ip}:8080: {e}"),
+                    }
+                };
+                let mut greeting = String::new();
+                stream.read_to_string(&mut greeting).expect("read");
+                assert_eq!(greeting, "hello from wasm\n");
+                let _ = stream.write_all(b"bye");
+            })
+            .await;
+        assert_eq!(status.exit_code, 0, "{logs}");
+        assert!(!logs.contains("wasmpod: denied"), "{logs}");
+        assert_eq!(line(&logs, "listen 8080"), "ok");
+        assert_eq!(line(&logs, &format!("connect {connect}")), "ok");
+        assert_eq!(line(&logs, &format!("udp {send}")), "ok");
+        assert!(
+            line(&logs, "lookup localhost").contains("127.0.0.1"),
+            "{logs}"
+        );
+        assert_eq!(line(&logs, "accept"), "ok");
+        // The node saw the guest's connection and datagram come from the pod.
+        tcp.set_nonblocking(false).expect("blocking");
+        let (mut conn, peer) = tcp.accept().expect("the guest's connection");
+        assert_eq!(peer.ip().to_string(), ip);
+        let mut greeting = String::new();
+        conn.read_to_string(&mut greeting).expect("read");
+        assert_eq!(greeting, "hello from wasm\n");
+        let mut buf = [0u8; 64];
+        let (n, from) = udp.recv_from(&mut buf).expect("the guest's datagram");
+        assert_eq!(&buf[..n], b"hello from wasm");
+        assert_eq!(from.ip().to_string(), ip);
+    });
+}
