@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::http::{HttpError, HttpGrants};
 use crate::sockets::{Denials, GrantError, SocketGrants};
 use crate::spec::{ContainerSpec, Network};
 
@@ -32,6 +33,9 @@ pub enum CapabilityError {
     /// A `wasmpod.dev/` socket annotation is malformed.
     #[error(transparent)]
     Sockets(#[from] GrantError),
+    /// The HTTP port is malformed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// A host directory visible to the guest.
@@ -62,6 +66,10 @@ pub struct Grants {
     pub sockets: SocketGrants,
     /// The network namespace the guest's sockets are made in.
     pub network: Network,
+    /// Where a wasi:http/proxy guest is served.
+    pub http_port: u16,
+    /// Hosts the guest may send HTTP requests to.
+    pub http_connect: HttpGrants,
 }
 
 impl Grants {
@@ -85,6 +93,8 @@ impl Grants {
             memory_limit: spec.memory_limit,
             sockets: SocketGrants::from_annotations(&spec.annotations)?,
             network: spec.network.clone(),
+            http_port: crate::http::port(&spec.env, &spec.annotations)?,
+            http_connect: HttpGrants::from_annotations(&spec.annotations),
         })
     }
 
@@ -146,7 +156,11 @@ impl fmt::Display for Grants {
             let mode = if p.readonly { "ro" } else { "rw" };
             write!(f, "{}{}:{mode}", if i == 0 { "" } else { "," }, p.guest)?;
         }
-        write!(f, "] network={} memory=", self.sockets)?;
+        write!(f, "] network={} ", self.sockets)?;
+        if !self.http_connect.is_empty() {
+            write!(f, "http-connect={} ", self.http_connect)?;
+        }
+        write!(f, "memory=")?;
         match self.memory_limit {
             Some(bytes) => write!(f, "{bytes}"),
             None => write!(f, "unlimited"),

@@ -11,8 +11,11 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cache::{self, CodeCache, Lookup};
+use crate::http::OutgoingHttp;
 use crate::limits::MemoryLimit;
 
 /// Why a program could not be made ready to run.
@@ -35,7 +38,7 @@ pub enum EngineError {
     /// The program needs imports the shim does not provide, or lacks the
     /// entry point of a command.
     #[error(
-        "{origin} cannot run here: wasmpod runs WASI preview 2 command components (wasi:cli/run) and WASI preview 1 modules (_start)"
+        "{origin} cannot run here: wasmpod runs WASI preview 2 command components (wasi:cli/run), wasi:http/proxy components (wasi:http/incoming-handler) and WASI preview 1 modules (_start)"
     )]
     Unsupported {
         /// Where the bytes came from.
@@ -46,21 +49,36 @@ pub enum EngineError {
     },
 }
 
-/// Store data for a component guest.
+/// Store data for a component guest (a command, or one HTTP request).
 pub struct ComponentState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outgoing: OutgoingHttp,
     table: ResourceTable,
     /// The container's memory limit, checked on every grow.
     pub limit: MemoryLimit,
 }
 
 impl ComponentState {
-    /// Wraps a built WASI context.
-    pub fn new(wasi: WasiCtx, limit: MemoryLimit) -> Self {
+    /// Wraps a built WASI context; `outgoing` decides where the guest may
+    /// send HTTP requests.
+    pub fn new(wasi: WasiCtx, outgoing: OutgoingHttp, limit: MemoryLimit) -> Self {
         Self {
             wasi,
+            http: WasiHttpCtx::new(),
+            outgoing,
             table: ResourceTable::new(),
             limit,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing,
         }
     }
 }
@@ -96,6 +114,8 @@ pub enum Program {
     Module(InstancePre<ModuleState>),
     /// A preview 2 command component.
     Component(CommandPre<ComponentState>),
+    /// A wasi:http/proxy component: served, one instance per request.
+    Http(ProxyPre<ComponentState>),
 }
 
 /// Compiled code of either kind.
@@ -173,6 +193,8 @@ impl WasmEngine {
         }
         let mut linker = ComponentLinker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(EngineError::Config)?;
         Ok(self.components.get_or_init(|| linker))
     }
 
@@ -255,9 +277,15 @@ impl WasmEngine {
                     .component_linker()?
                     .instantiate_pre(&component)
                     .map_err(unsupported)?;
-                Ok(Program::Component(
-                    CommandPre::new(pre).map_err(unsupported)?,
-                ))
+                // A command if it exports wasi:cli/run, else a proxy; the
+                // error names what a command lacks, the commoner mistake.
+                match CommandPre::new(pre.clone()) {
+                    Ok(command) => Ok(Program::Component(command)),
+                    Err(not_command) => match ProxyPre::new(pre) {
+                        Ok(proxy) => Ok(Program::Http(proxy)),
+                        Err(_) => Err(unsupported(not_command)),
+                    },
+                }
             }
         }
     }

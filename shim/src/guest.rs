@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -17,7 +18,9 @@ use wasmtime_wasi::cli::{InputFile, OutputFile};
 
 use crate::capabilities::{CapabilityError, Grants};
 use crate::engine::{ComponentState, ModuleState, Program};
+use crate::http::OutgoingHttp;
 use crate::limits::MemoryLimit;
+use crate::sockets::Denials;
 use crate::usage::Usage;
 
 /// Exit status of a guest ended by a trap (128 + SIGABRT, as a native
@@ -45,13 +48,14 @@ pub struct KillSwitch {
 impl KillSwitch {
     /// Stops the guest as if by `signal` (a terminating signal number).
     pub fn kill(&self, signal: i32) {
-        // Keep the first signal: it decides the exit status.
+        // Keep the first signal, which decides the exit status, unless a
+        // SIGKILL follows: it ends a server that is draining after SIGTERM.
         self.signal.send_if_modified(|s| {
-            let first = *s == 0;
-            if first {
+            let update = *s == 0 || (signal == libc::SIGKILL && *s != libc::SIGKILL);
+            if update {
                 *s = signal;
             }
-            first
+            update
         });
         // Every store of this engine sees the tick; only the killed one's
         // callback interrupts, the others carry on.
@@ -97,8 +101,20 @@ pub fn spawn(
     grants.apply(&mut builder, stderr_copy())?;
     let stderr_copy = stderr_copy();
     // A guest without socket grants makes no socket that could reach
-    // anything, so it stays where it is and skips the setns.
-    let network = (!grants.sockets.is_empty()).then(|| grants.network.clone());
+    // anything, so it stays where it is and skips the setns; a server
+    // listens in its pod.
+    let serves = matches!(program, Program::Http(_));
+    let network = (serves || !grants.sockets.is_empty()).then(|| grants.network.clone());
+    let http = serves.then(|| {
+        (
+            grants.clone(),
+            stdio.stdout.as_ref().and_then(|f| f.try_clone().ok()),
+        )
+    });
+    let outgoing = OutgoingHttp::new(
+        Arc::new(grants.http_connect.clone()),
+        Denials::new(stdio.stderr.as_ref().and_then(|f| f.try_clone().ok())),
+    );
     if let Some(f) = stdio.stdin {
         builder.stdin(InputFile::new(f));
     }
@@ -124,7 +140,14 @@ pub fn spawn(
                     report(stderr_copy.as_ref(), &crate::error::chain(&e));
                     Exit::status(1)
                 }
-                _ => run_to_exit(&engine, program, builder, limit, rx, stderr_copy),
+                _ => match (program, http) {
+                    (Program::Http(pre), Some((grants, stdout))) => {
+                        serve(pre, grants, stdout, stderr_copy, usage.clone(), rx)
+                    }
+                    (program, _) => {
+                        run_to_exit(&engine, program, builder, outgoing, limit, rx, stderr_copy)
+                    }
+                },
             };
             usage.detach_current_thread();
             on_exit(exit);
@@ -144,10 +167,37 @@ pub enum SpawnError {
     Thread(#[source] std::io::Error),
 }
 
+/// Serves a wasi:http/proxy component on this thread until it is killed.
+fn serve(
+    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<ComponentState>,
+    grants: Grants,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    usage: Usage,
+    kill: watch::Receiver<i32>,
+) -> Exit {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Exit::status(
+            runtime.block_on(crate::http::serve(pre, grants, stdout, stderr, usage, kill)),
+        ),
+        Err(e) => {
+            report(
+                stderr.as_ref(),
+                &format!("cannot start the guest's runtime: {e}"),
+            );
+            Exit::status(1)
+        }
+    }
+}
+
 fn run_to_exit(
     engine: &Engine,
     program: Program,
     builder: WasiCtxBuilder,
+    outgoing: OutgoingHttp,
     limit: MemoryLimit,
     mut kill: watch::Receiver<i32>,
     stderr: Option<File>,
@@ -171,7 +221,7 @@ fn run_to_exit(
         tokio::select! {
             biased;
             signal = kill.wait_for(|s| *s != 0) => Err(signal.map(|s| *s).unwrap_or(libc::SIGKILL)),
-            result = run(engine, program, builder, limit, killed.clone()) => Ok(result),
+            result = run(engine, program, builder, outgoing, limit, killed.clone()) => Ok(result),
         }
     });
     let signal = *killed.borrow();
@@ -227,6 +277,7 @@ async fn run(
     engine: &Engine,
     program: Program,
     mut builder: WasiCtxBuilder,
+    outgoing: OutgoingHttp,
     limit: MemoryLimit,
     kill: watch::Receiver<i32>,
 ) -> (wasmtime::Result<u32>, Option<usize>) {
@@ -234,7 +285,7 @@ async fn run(
         Program::Module(pre) => {
             let mut store = Store::new(engine, ModuleState::new(builder.build_p1(), limit));
             store.limiter(|s| &mut s.limit);
-            arm(&mut store, kill);
+            arm(&mut store, kill, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -245,9 +296,12 @@ async fn run(
             (result, store.data().limit.denied())
         }
         Program::Component(pre) => {
-            let mut store = Store::new(engine, ComponentState::new(builder.build(), limit));
+            let mut store = Store::new(
+                engine,
+                ComponentState::new(builder.build(), outgoing, limit),
+            );
             store.limiter(|s| &mut s.limit);
-            arm(&mut store, kill);
+            arm(&mut store, kill, |s| s != 0);
             let result = async {
                 let command = pre.instantiate_async(&mut store).await?;
                 let result = command.wasi_cli_run().call_run(&mut store).await?;
@@ -256,14 +310,26 @@ async fn run(
             .await;
             (result, store.data().limit.denied())
         }
+        // Served by `serve`, never run to completion.
+        Program::Http(_) => (
+            Err(wasmtime::format_err!(
+                "a wasi:http/proxy component has no entry point to run"
+            )),
+            None,
+        ),
     }
 }
 
-/// Makes the store trap at the next epoch tick once the guest is killed.
-fn arm<T: 'static>(store: &mut Store<T>, kill: watch::Receiver<i32>) {
+/// Makes the store trap at the next epoch tick once it is killed by a
+/// signal for which `stops` is true.
+pub(crate) fn arm<T: 'static>(
+    store: &mut Store<T>,
+    kill: watch::Receiver<i32>,
+    stops: impl Fn(i32) -> bool + Send + Sync + 'static,
+) {
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if *kill.borrow() != 0 {
+        if stops(*kill.borrow()) {
             Err(Trap::Interrupt.into())
         } else {
             Ok(UpdateDeadline::Continue(1))

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod guest;
+pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod service;

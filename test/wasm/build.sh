@@ -49,20 +49,26 @@ if stale "$out/hello-native" "$here/c/hello.c"; then
     gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
 fi
 
-# Python: componentize-py in a private virtualenv, WASI WIT from the
-# wasmtime-wasi crate that the shim itself is built against.
+# Python: componentize-py in a private virtualenv, WASI WIT (wasi:http and
+# everything it depends on) from the wasmtime-wasi-http crate that the shim
+# itself is built against.
 if [ ! -x "$venv/bin/componentize-py" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
 fi
 wasi_wit=$(cd "$top" && cargo metadata --format-version 1 --locked 2>/dev/null \
-    | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasmtime-wasi"))')/src/p2/wit/deps
+    | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasmtime-wasi-http"))')/wit/deps
 if stale "$root/python.component.wasm" "$here/python"; then
     rm -rf "$out/python" && mkdir -p "$out/python/wit/deps"
     cp "$here/python/app.py" "$out/python/"
     cp "$here/python/wit/world.wit" "$out/python/wit/"
     cp "$wasi_wit"/*.wit "$out/python/wit/deps/"
     (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize app -o "$root/python.component.wasm")
+fi
+# A wasi:http/proxy handler for the HTTP pod tests.
+if stale "$root/http.component.wasm" "$here/python"; then
+    cp "$here/python/handler.py" "$out/python/"
+    (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w http componentize handler -o "$root/http.component.wasm")
 fi
 # The wasi:sockets client and server for the socket-grant tests.
 if stale "$root/net.component.wasm" "$here/python"; then

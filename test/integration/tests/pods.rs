@@ -526,3 +526,87 @@ fn sockets_are_denied_without_a_grant_and_allowed_by_annotations() {
         assert_eq!(from.ip().to_string(), ip);
     });
 }
+
+/// GET `path` from `ip:port` over HTTP/1.0 (one request, no chunked body,
+/// connection closed); returns the status code and the body.
+fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((ip, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((code, body))
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let mut pod = program_pod("http", "/http.component.wasm", &[]);
+        pod.spec.termination_grace_period_seconds = Some(10);
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let (name, id) = running.containers[0].clone();
+        let ip = running.ip.clone();
+        // Served on 8080 (no PORT, no annotation) at the pod IP.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            match http_get(&ip, 8080, "/first") {
+                Ok(answer) => break answer,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("no answer from {ip}:8080: {e}"),
+            }
+        };
+        assert_eq!(first, (200, "hello from wasi:http /first\n".to_owned()));
+        // Outgoing HTTP without the annotation is refused.
+        let gateway = var("WASMPOD_POD_GATEWAY");
+        let (code, body) = http_get(&ip, 8080, &format!("/fetch/{gateway}:9")).expect("fetch");
+        assert_eq!(code, 200);
+        assert_eq!(
+            body,
+            format!("fetch {gateway}:9: error HttpRequestDenied\n")
+        );
+
+        // A slow request in flight when StopContainer comes is answered,
+        // then the container exits 0.
+        let slow_ip = ip.clone();
+        let slow = std::thread::spawn(move || http_get(&slow_ip, 8080, "/slow/1500"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        kubelet.stop(&id, running.grace).await.expect("stop");
+        let took = started.elapsed();
+        let answer = slow.join().expect("thread").expect("the slow request");
+        assert_eq!(
+            answer,
+            (200, "hello from wasi:http /slow/1500\n".to_owned())
+        );
+        let status = kubelet
+            .wait_exited(&name, &id, Duration::from_secs(5))
+            .await
+            .expect("exited");
+        assert_eq!(status.exit_code, 0, "drained, then exited 0");
+        assert!(took < running.grace, "StopContainer took {took:?}");
+        let logs = kubelet.logs(&running, &name).expect("logs");
+        kubelet.remove(&running).await.expect("pod removed");
+        for line in ["handling GET /first", "handling GET /slow/1500"] {
+            assert!(logs.contains(line), "no {line:?} in:\n{logs}");
+        }
+        assert!(
+            logs.contains(&format!("wasmpod: denied: HTTP request to {gateway}:9; the pod annotation wasmpod.dev/http-connect: \"{gateway}\" would grant it")),
+            "{logs}"
+        );
+    });
+}
