@@ -23,7 +23,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 use crate::capabilities::Grants;
 use crate::engine::ComponentState;
@@ -215,11 +215,11 @@ impl Requests {
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = self.store(self.pre.engine())?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let data = store.data_mut();
-        let request = wasmtime_wasi_http::WasiHttpView::http(data)
+        let request = store
+            .data_mut()
+            .http()
             .new_incoming_request(Scheme::Http, request)?;
-        let out = wasmtime_wasi_http::WasiHttpView::http(store.data_mut())
-            .new_response_outparam(sender)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         // The handler may go on streaming the body after it has set the
         // response, so it runs as a task of its own.
