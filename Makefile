@@ -34,7 +34,7 @@ integration: fixtures
 	@for suite in $(SUITES); do test/integration.sh $$suite $(FIXTURES) || exit 1; done
 
 bench: fixtures
-	$(CARGO) build --release --locked -p wasmpod-integration --bin create-container
+	$(CARGO) build --release --locked -p wasmpod-integration --bin create-container --bin cri-bench
 	test/bench.py $(FIXTURES)
 
 lint:

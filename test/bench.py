@@ -6,7 +6,10 @@ Measures wall time of `ctr run --rm` for the hello component through wasmpod
 built natively and run by runc; the shim's memory; and how long a SIGKILL
 takes to end a guest spinning in a loop. Then, on a containerd that unpacks
 Wasm artifacts, pull-to-running of a 5 MB component from the local registry
-and cold/warm starts of artifacts. Prints Markdown tables.
+and cold/warm starts of artifacts. Last, pods through the CRI: start to first
+HTTP response, req/s and idle memory of a wasi:http pod against its native
+twin under runc (test/integration/src/bin/cri-bench.rs). Prints Markdown
+tables.
 
     test/bench.py FIXTURES_DIR [--suite bookworm] [--artifact-suite forky] [--runs 30]
 """
@@ -283,6 +286,25 @@ def artifact_bench(fixtures, suite, runs):
           f"{pct(warm, 50) - pct(hello_warm, 50):+.1f} | |")
 
 
+def cri_bench(fixtures, suite, runs):
+    """Pods through containerd's CRI: the wasi:http example pod against its
+    native twin under runc (target/release/cri-bench prints the tables)."""
+    c = Containerd(suite)
+    try:
+        env = dict(os.environ, WASMPOD_FIXTURES=fixtures)
+        env.update(line.split("=", 1) for line in sh(c.script, "env", suite).stdout.split())
+        version = sh(c.ctr_bin, "--version").stdout.split()[2]
+        out = subprocess.run([os.path.join(TOP, "target/release/cri-bench"), str(runs)],
+                             env=env, capture_output=True, text=True)
+    finally:
+        c.stop()
+    if out.returncode != 0:
+        sys.exit(f"cri-bench failed: {out.stdout}{out.stderr}")
+    print()
+    print(f"containerd {version} (Debian {suite}), its CRI plugin and a CNI bridge.", end=" ")
+    print(out.stdout, end="")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
@@ -343,6 +365,7 @@ def main():
     print(f"| per pod with 5 pods running: private dirty memory | {pod_private:.0f} |")
 
     artifact_bench(a.fixtures, a.artifact_suite, a.runs)
+    cri_bench(a.fixtures, a.suite, max(5, a.runs // 3))
 
 
 if __name__ == "__main__":

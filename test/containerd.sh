@@ -110,7 +110,8 @@ state = "$dir/state"
     conf_dir = "$dir/cni/net.d"
 TOML
     # Pods get their own network namespace on a bridge of this suite's own,
-    # which stop() removes.
+    # which stop() removes; portmap publishes hostPorts with iptables rules
+    # that it removes with the pod.
     cat > "$dir/cni/net.d/10-wasmpod.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
@@ -126,6 +127,10 @@ TOML
         "ranges": [[{"subnet": "$subnet"}]],
         "dataDir": "$dir/cni/ipam"
       }
+    },
+    {
+      "type": "portmap",
+      "capabilities": {"portMappings": true}
     }
   ]
 }

@@ -12,7 +12,7 @@ packages=(
     ca-certificates                                 # pip and apt over https
     docker-registry apache2-utils curl              # a private registry (htpasswd for 401s)
     skopeo                                          # reads what `wasmpod push` wrote
-    containernetworking-plugins iproute2            # pod networks for the CRI tests
+    containernetworking-plugins iproute2 iptables   # pod networks (and hostPorts) for the CRI tests
 )
 missing=()
 for p in "${packages[@]}"; do

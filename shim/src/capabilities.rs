@@ -190,6 +190,8 @@ mod tests {
             }],
             annotations: Default::default(),
             memory_limit: Some(64 << 20),
+            cgroups_path: None,
+            limits: Default::default(),
             network: Network::Host,
         }
     }

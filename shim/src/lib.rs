@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod capabilities;
+pub mod cgroup;
 pub mod daemon;
 pub mod engine;
 pub mod error;

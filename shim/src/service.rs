@@ -1,7 +1,7 @@
 //! The ttrpc task service containerd talks to.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -28,6 +28,7 @@ use wasmpod_oci::artifact::WasmLayer;
 use wasmpod_oci::{ContentStore, SourceError};
 
 use crate::capabilities::Grants;
+use crate::cgroup::{Cgroup, Hierarchy};
 use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
 use crate::spec::{ContainerRole, ContainerSpec, Network};
@@ -53,6 +54,71 @@ pub struct TaskService<E> {
     images: Option<Arc<Images>>,
     /// The pod's network namespace, from its sandbox's spec.
     pod_network: Mutex<Option<Network>>,
+    cgroups: Arc<Cgroups>,
+}
+
+/// Where the node's cgroups are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The node's cgroup hierarchy, and the cgroup the shim started in, which
+/// it returns to before its pod's cgroup is removed.
+struct Cgroups {
+    hierarchy: Option<Hierarchy>,
+    home: Option<Cgroup>,
+}
+
+impl Cgroups {
+    fn detect() -> Self {
+        let hierarchy = Hierarchy::detect(Path::new(CGROUP_ROOT));
+        let home = hierarchy.as_ref().and_then(crate::cgroup::current);
+        Self { hierarchy, home }
+    }
+
+    /// The cgroup `spec` names, with its limits applied; a sandbox's takes
+    /// the whole shim process. Without one (no cgroupsPath, no usable
+    /// hierarchy) the guest still has its Wasmtime limits; why is logged.
+    fn join(&self, id: &str, spec: &ContainerSpec, pid: u32) -> Option<Cgroup> {
+        let path = spec.cgroups_path.as_deref()?;
+        let hierarchy = self.hierarchy.as_ref()?;
+        let sandbox = spec.role == ContainerRole::Sandbox;
+        let joined =
+            hierarchy
+                .create(path, !sandbox, &spec.limits)
+                .and_then(|cgroup| match cgroup {
+                    Some(c) if sandbox => c.add_process(pid).map(|()| Some(c)),
+                    other => Ok(other),
+                });
+        match joined {
+            Ok(cgroup) => {
+                tracing::debug!(%id, path, joined = cgroup.is_some(), "cgroup");
+                cgroup
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "the container's cgroup is not applied; its Wasmtime limits still are");
+                None
+            }
+        }
+    }
+
+    /// Removes the cgroup of a deleted container; a sandbox's shim process
+    /// leaves it first. A guest's thread may take a moment to be gone.
+    fn leave(&self, id: &str, cgroup: &Cgroup, sandbox: bool, pid: u32) {
+        if sandbox
+            && let Some(home) = &self.home
+            && let Err(e) = home.add_process(pid)
+        {
+            tracing::warn!(%id, error = %e, "cannot leave the pod's cgroup");
+        }
+        let mut tries = 0;
+        while let Err(e) = cgroup.remove() {
+            tries += 1;
+            if tries == 50 {
+                tracing::warn!(%id, error = %e, "the container's cgroup is left behind");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 /// Where to find containers' images: containerd's gRPC socket and the
@@ -204,6 +270,7 @@ impl<E: EventSink> TaskService<E> {
             pid: std::process::id(),
             images: None,
             pod_network: Mutex::new(None),
+            cgroups: Arc::new(Cgroups::detect()),
         }
     }
 
@@ -305,6 +372,8 @@ impl<E: EventSink> TaskService<E> {
         self.place_in_pod_network(&mut spec);
         let engine = self.engine.clone();
         let images = self.images.clone();
+        let cgroups = self.cgroups.clone();
+        let pid = self.pid;
         let id = id.to_owned();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
@@ -324,6 +393,10 @@ impl<E: EventSink> TaskService<E> {
                 )?),
             };
             let stdio = stdio_paths.open()?;
+            let usage = match cgroups.join(&id, &spec, pid) {
+                Some(cgroup) => Usage::in_cgroup(cgroup),
+                None => Usage::default(),
+            };
             Ok(Task::new(
                 id,
                 bundle,
@@ -332,6 +405,7 @@ impl<E: EventSink> TaskService<E> {
                 program,
                 stdio,
                 stdio_paths,
+                usage,
             ))
         })
         .await
@@ -448,6 +522,18 @@ impl<E: EventSink> TaskService<E> {
         let task = self.tasks().remove(&req.id);
         if let Some(rootfs) = task.as_ref().and_then(|t| t.mounted_rootfs.as_ref()) {
             crate::sys::unmount_rootfs(rootfs)?;
+        }
+        if let Some(task) = task
+            && task.usage.cgroup().is_some()
+        {
+            let (cgroups, pid, id) = (self.cgroups.clone(), self.pid, req.id.clone());
+            let sandbox = task.role == ContainerRole::Sandbox;
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(cgroup) = task.usage.cgroup() {
+                    cgroups.leave(&id, cgroup, sandbox, pid);
+                }
+            })
+            .await;
         }
         self.events
             .publish(Box::new(TaskDelete {

@@ -72,6 +72,10 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// `linux.resources.memory.limit` in bytes (the pod's memory limit).
     pub memory_limit: Option<u64>,
+    /// `linux.cgroupsPath`: where the CRI puts the container.
+    pub cgroups_path: Option<String>,
+    /// `linux.resources` that the kernel enforces through the cgroup.
+    pub limits: crate::cgroup::Limits,
     /// The network namespace the spec puts the container in.
     pub network: Network,
 }
@@ -167,6 +171,23 @@ impl ContainerSpec {
             .and_then(|m| m.limit())
             .and_then(|l| u64::try_from(l).ok())
             .filter(|&l| l > 0);
+        let cpu = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.cpu().as_ref());
+        let limits = crate::cgroup::Limits {
+            cpu_quota: cpu.and_then(|c| c.quota()),
+            cpu_period: cpu.and_then(|c| c.period()),
+            cpu_shares: cpu.and_then(|c| c.shares()),
+            memory: memory_limit,
+        };
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty());
         let network = spec
             .linux()
             .as_ref()
@@ -189,6 +210,8 @@ impl ContainerSpec {
             mounts,
             annotations,
             memory_limit,
+            cgroups_path,
+            limits,
             network,
         })
     }
@@ -264,8 +287,22 @@ mod tests {
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json.clone())).expect("spec");
         assert_eq!(s.memory_limit, Some(64 << 20));
         json["linux"]["resources"]["memory"]["limit"] = serde_json::json!(-1);
+        json["linux"]["resources"]["cpu"] =
+            serde_json::json!({"quota": 20000, "period": 100000, "shares": 204});
+        json["linux"]["cgroupsPath"] = serde_json::json!("/kubepods/burstable/pod1/abc");
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
         assert_eq!(s.memory_limit, None, "-1 is unlimited");
+        assert_eq!(
+            s.cgroups_path.as_deref(),
+            Some("/kubepods/burstable/pod1/abc")
+        );
+        let limits = crate::cgroup::Limits {
+            cpu_quota: Some(20_000),
+            cpu_period: Some(100_000),
+            cpu_shares: Some(204),
+            memory: None,
+        };
+        assert_eq!(s.limits, limits);
     }
 
     #[test]

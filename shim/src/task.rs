@@ -82,6 +82,7 @@ impl Task {
         program: Option<Program>,
         stdio: Stdio,
         stdio_paths: crate::stdio::StdioPaths,
+        usage: Usage,
     ) -> Self {
         Self {
             id,
@@ -91,7 +92,7 @@ impl Task {
             role,
             grants,
             state: State::Created { program, stdio },
-            usage: Usage::default(),
+            usage,
             exit: watch::channel(None).0,
         }
     }

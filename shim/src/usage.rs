@@ -2,11 +2,14 @@
 //! its linear memory, counted by its [`MemoryLimit`](crate::limits), and
 //! the CPU time of the thread it runs on.
 //!
-//! All guests of a pod share one shim process and so one cgroup; the
-//! per-guest figures come from Wasmtime and the guest's own thread instead.
+//! All guests of a pod share one shim process and so one memory cgroup;
+//! memory per guest comes from Wasmtime. CPU comes from the guest's own
+//! cgroup where its thread has one (cgroup v1), else from its thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use crate::cgroup::Cgroup;
 
 /// A guest's usage, shared between its thread and the task service.
 #[derive(Debug, Clone, Default)]
@@ -14,9 +17,24 @@ pub struct Usage {
     memory: Arc<AtomicU64>,
     thread: Arc<AtomicI32>,
     cpu_at_exit: Arc<AtomicU64>,
+    cgroup: Option<Arc<Cgroup>>,
 }
 
 impl Usage {
+    /// Usage whose thread joins `cgroup` (the container's, with its CPU
+    /// limits) when it attaches.
+    pub fn in_cgroup(cgroup: Cgroup) -> Self {
+        Self {
+            cgroup: Some(Arc::new(cgroup)),
+            ..Self::default()
+        }
+    }
+
+    /// The container's cgroup, if its thread has one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_deref()
+    }
+
     /// Records the bytes of linear memory the guest holds now.
     pub fn set_memory(&self, bytes: usize) {
         self.memory
@@ -28,10 +46,16 @@ impl Usage {
         self.memory.load(Ordering::Relaxed)
     }
 
-    /// Called on the guest's thread before it runs.
+    /// Called on the guest's thread before it runs; the thread joins the
+    /// container's cgroup, if it has one.
     pub fn attach_current_thread(&self) {
-        self.thread
-            .store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+        let tid = nix::unistd::gettid().as_raw();
+        if let Some(cgroup) = &self.cgroup
+            && let Err(e) = cgroup.add_thread(tid)
+        {
+            tracing::warn!(error = %e, "the guest runs outside its container's cgroup: its CPU limit is not applied");
+        }
+        self.thread.store(tid, Ordering::Relaxed);
     }
 
     /// Called on the guest's thread once it has run: keeps its final CPU
@@ -43,9 +67,13 @@ impl Usage {
         self.thread.store(0, Ordering::Relaxed);
     }
 
-    /// Nanoseconds the guest's thread has run, from the kernel's scheduler
+    /// Nanoseconds the guest has run: its cgroup's CPU accounting (which
+    /// counts threads it started too), else its thread's scheduler
     /// statistics; `None` before it starts.
     pub fn cpu_ns(&self) -> Option<u64> {
+        if let Some(ns) = self.cgroup.as_ref().and_then(|c| c.cpu_ns()) {
+            return (ns > 0).then_some(ns);
+        }
         let tid = self.thread.load(Ordering::Relaxed);
         if tid == 0 {
             let ended = self.cpu_at_exit.load(Ordering::Relaxed);

@@ -49,6 +49,11 @@ if stale "$out/hello-native" "$here/c/hello.c"; then
     gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
 fi
 
+# The native twin of the wasi:http handler, for the CRI benchmark.
+if stale "$out/http-native" "$here/../cri/http.c"; then
+    gcc -static -O2 -Wall -Werror -pthread -o "$out/http-native" "$here/../cri/http.c"
+fi
+
 # Python: componentize-py in a private virtualenv, WASI WIT (wasi:http and
 # everything it depends on) from the wasmtime-wasi-http crate that the shim
 # itself is built against.
@@ -86,7 +91,7 @@ printf '#!/bin/sh\necho native\n' > "$root/not-wasm.sh"
 echo "hello from a file in the image" > "$root/data.txt"
 
 # Images: every program in one test image; hello alone for the demo and the
-# benchmark; the native hello for runc.
+# benchmark; the native hello and HTTP server for runc.
 files=()
 for f in "$root"/*; do
     mode=755; case $f in *.txt) mode=644 ;; esac
@@ -98,6 +103,8 @@ done
     "$root/hello.component.wasm=/hello.wasm" -- /hello.wasm
 "$fixtures" image "$out/hello-native.tar" docker.io/wasmpod/hello-native:latest \
     "$out/hello-native=/hello" -- /hello
+"$fixtures" image "$out/http-native.tar" docker.io/wasmpod/http-native:latest \
+    "$out/http-native=/http" -- /http
 # The pod sandbox image the CRI tests' containerd is configured with.
 "$fixtures" image "$out/pause.tar" wasmpod.test/pause:1 "$out/pause=/pause" -- /pause
 echo "test programs and images are in $out" >&2

@@ -13,12 +13,14 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStats, ContainerStatsRequest,
     ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     ImageStatusRequest, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, Mount, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, Mount, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, Protocol, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 
-use crate::pod::{Container, Pod};
+use crate::pod::{Container, Pod, Probe};
+use crate::probe::{self, Outcome, Target, Vantage};
 use crate::volumes::{self, Materialised, VolumeError};
 
 /// What went wrong talking to the CRI.
@@ -86,6 +88,8 @@ pub struct RunningPod {
     pub config: PodSandboxConfig,
     /// The pod's IP on the CNI bridge.
     pub ip: String,
+    /// The pod's network namespace, from the sandbox's runtime spec.
+    pub netns: Option<PathBuf>,
     /// Container name -> id of its latest attempt, in the pod's order.
     pub containers: Vec<(String, String)>,
     /// Container name -> its latest attempt (0 until restarted).
@@ -98,6 +102,8 @@ pub struct RunningPod {
     pub grace: Duration,
     /// The kubelet's directory for this pod (`/var/lib/kubelet/pods/UID`).
     pub pod_dir: PathBuf,
+    /// The pod's cgroup (cgroupfs driver), parent of its containers'.
+    pub cgroup_parent: String,
     /// The pod's volumes on the node, by name.
     pub volumes: HashMap<String, Materialised>,
 }
@@ -177,6 +183,7 @@ impl Kubelet {
         // them before RunPodSandbox.
         let pod_dir = self.pods_dir.join("kubelet").join(&uid);
         let volumes = volumes::materialise(pod, &pod_dir)?;
+        let cgroup_parent = pod_cgroup(pod, &uid);
         let mut labels: HashMap<String, String> = pod.metadata.labels.clone().into_iter().collect();
         labels.insert("io.kubernetes.pod.name".into(), name.clone());
         labels.insert("io.kubernetes.pod.namespace".into(), namespace.clone());
@@ -192,6 +199,11 @@ impl Kubelet {
             log_directory: log_dir.to_string_lossy().into_owned(),
             labels,
             annotations: pod.metadata.annotations.clone().into_iter().collect(),
+            port_mappings: port_mappings(pod),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         // RuntimeClass `wasmpod` has handler `wasmpod` (deploy/), as the
@@ -207,15 +219,20 @@ impl Kubelet {
             .map_err(call("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
-        let ip = self
+        let status = self
             .runtime
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: sandbox_id.clone(),
-                verbose: false,
+                verbose: true,
             })
             .await
             .map_err(call("PodSandboxStatus"))?
-            .into_inner()
+            .into_inner();
+        let netns = status
+            .info
+            .get("info")
+            .and_then(|info| network_namespace(info));
+        let ip = status
             .status
             .and_then(|s| s.network)
             .map(|n| n.ip)
@@ -224,6 +241,7 @@ impl Kubelet {
             sandbox_id,
             config,
             ip,
+            netns,
             containers: Vec::new(),
             log_dir,
             grace: Duration::from_secs(
@@ -233,6 +251,7 @@ impl Kubelet {
                     .unwrap_or(30),
             ),
             pod_dir,
+            cgroup_parent,
             volumes,
             attempts: HashMap::new(),
             dead: Vec::new(),
@@ -476,6 +495,72 @@ impl Kubelet {
         Ok(out)
     }
 
+    /// Runs `probe` of container `name` once, as the kubelet would; network
+    /// probes connect `from` the node or from inside the pod.
+    pub async fn probe(
+        &mut self,
+        pod: &Pod,
+        running: &RunningPod,
+        name: &str,
+        probe: &Probe,
+        from: Vantage,
+    ) -> Result<Outcome, KubeletError> {
+        let (c, id) = find(pod, running, name)?;
+        if let Some(exec) = &probe.exec {
+            let cmd: Vec<&str> = exec.command.iter().map(String::as_str).collect();
+            return Ok(match self.exec_sync(id, &cmd).await {
+                Ok((0, _)) => Outcome::Success,
+                Ok((code, out)) => Outcome::Failure(format!("exit code {code}: {out}")),
+                Err(e) => Outcome::Failure(e.to_string()),
+            });
+        }
+        let target = Target {
+            container: c.clone(),
+            ip: running.ip.clone(),
+            netns: running.netns.clone(),
+        };
+        // The probe blocks on sockets; keep it off the async runtime.
+        let probe = probe.clone();
+        tokio::task::spawn_blocking(move || {
+            probe::network(&probe, &target, from)
+                .ok_or_else(|| KubeletError::Invalid("a probe with no action".into()))
+        })
+        .await
+        .map_err(|e| KubeletError::Invalid(format!("probe task: {e}")))?
+    }
+
+    /// Runs the readiness probe of container `name` every `periodSeconds`
+    /// until it succeeds (the pod turns Ready), or fails with the last
+    /// failure after `timeout`. A container without one is ready at once.
+    pub async fn wait_ready(
+        &mut self,
+        pod: &Pod,
+        running: &RunningPod,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(), KubeletError> {
+        let (c, _) = find(pod, running, name)?;
+        let Some(probe) = c.readiness_probe.clone() else {
+            return Ok(());
+        };
+        let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1));
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .probe(pod, running, name, &probe, Vantage::Node)
+                .await?
+            {
+                Outcome::Success => return Ok(()),
+                Outcome::Failure(why) if Instant::now() + period > deadline => {
+                    return Err(KubeletError::Invalid(format!(
+                        "container {name} not ready within {timeout:?}: {why}"
+                    )));
+                }
+                Outcome::Failure(_) => tokio::time::sleep(period).await,
+            }
+        }
+    }
+
     /// StopContainer: SIGTERM, then SIGKILL after `grace`, as the kubelet
     /// stops a container.
     pub async fn stop(&mut self, id: &str, grace: Duration) -> Result<(), KubeletError> {
@@ -516,6 +601,7 @@ impl Kubelet {
             .map_err(call("RemovePodSandbox"))?;
         let _ = std::fs::remove_dir_all(&pod.log_dir);
         let _ = std::fs::remove_dir_all(&pod.pod_dir);
+        remove_cgroup(&pod.cgroup_parent);
         Ok(())
     }
 }
@@ -546,6 +632,105 @@ fn linux(c: &Container) -> LinuxContainerConfig {
             ..Default::default()
         }),
     }
+}
+
+/// The pod's cgroup as the kubelet names it with the cgroupfs driver, by
+/// QoS class: Guaranteed pods directly under `/kubepods`, the others under
+/// `burstable` or `besteffort`.
+fn pod_cgroup(pod: &Pod, uid: &str) -> String {
+    let cs = &pod.spec.containers;
+    let r = |c: &Container| c.resources.clone();
+    let best_effort = cs
+        .iter()
+        .all(|c| r(c).requests.is_empty() && r(c).limits.is_empty());
+    let guaranteed = cs.iter().all(|c| {
+        let res = r(c);
+        ["cpu", "memory"].iter().all(|k| {
+            let limit = res.limits.get(*k);
+            limit.is_some() && res.requests.get(*k).is_none_or(|req| Some(req) == limit)
+        })
+    });
+    match (best_effort, guaranteed) {
+        (true, _) => format!("/kubepods/besteffort/pod{uid}"),
+        (_, true) => format!("/kubepods/pod{uid}"),
+        _ => format!("/kubepods/burstable/pod{uid}"),
+    }
+}
+
+/// Removes the pod's cgroup from every hierarchy once its containers are
+/// gone, as the kubelet does, and the QoS parents if they are empty (the
+/// kubelet keeps those; a test node should be left as found).
+fn remove_cgroup(parent: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let relative = parent.trim_start_matches('/');
+    let mut roots: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        let dir = root.join(relative);
+        for _ in 0..100 {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // A process that just left may not be gone yet.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
+        for up in dir.ancestors().skip(1) {
+            if up == root || std::fs::remove_dir(up).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The container `name` of `pod` and the id of its latest attempt.
+fn find<'a>(
+    pod: &'a Pod,
+    running: &'a RunningPod,
+    name: &str,
+) -> Result<(&'a Container, &'a str), KubeletError> {
+    let c = pod.spec.containers.iter().find(|c| c.name == name);
+    let id = running.containers.iter().find(|(n, _)| n == name);
+    match (c, id) {
+        (Some(c), Some((_, id))) => Ok((c, id)),
+        _ => Err(KubeletError::Invalid(format!(
+            "no container {name} in the pod"
+        ))),
+    }
+}
+
+/// Every container port of the pod, as the kubelet lists them for the
+/// sandbox; the CRI plugin hands those with a `hostPort` to CNI portmap.
+fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    let ports = pod.spec.containers.iter().flat_map(|c| &c.ports);
+    ports
+        .map(|p| PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => Protocol::Udp,
+                Some("SCTP") => Protocol::Sctp,
+                _ => Protocol::Tcp,
+            } as i32,
+            container_port: i32::from(p.container_port),
+            host_port: i32::from(p.host_port.unwrap_or(0)),
+            host_ip: String::new(),
+        })
+        .collect()
+}
+
+/// The network namespace's path in the `info` JSON of a verbose
+/// PodSandboxStatus: the sandbox's runtime spec, as containerd keeps it.
+fn network_namespace(info: &str) -> Option<PathBuf> {
+    let info: serde_json::Value = serde_json::from_str(info).ok()?;
+    let namespaces = info.pointer("/runtimeSpec/linux/namespaces")?.as_array()?;
+    namespaces
+        .iter()
+        .find(|ns| ns["type"] == "network")
+        .and_then(|ns| ns["path"].as_str())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// A stable pod uid from its namespace and name (the API server would

@@ -3,8 +3,10 @@
 //! does through containerd's API, and a driver that plays the kubelet
 //! against containerd's CRI plugin ([`kubelet`], reading [`pod`] YAML).
 
+pub mod http;
 pub mod kubelet;
 pub mod pod;
+pub mod probe;
 pub mod volumes;
 
 use std::process::Output;

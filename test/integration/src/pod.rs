@@ -206,6 +206,92 @@ pub struct Container {
     /// Requests and limits.
     #[serde(default)]
     pub resources: Resources,
+    /// Ports the container serves on; `hostPort` ones are published on the node.
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+    /// Gates traffic: the pod is ready once it succeeds.
+    pub readiness_probe: Option<Probe>,
+    /// Restarts the container when it fails.
+    pub liveness_probe: Option<Probe>,
+}
+
+/// One `ports` entry of a container.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// A name probes may refer to.
+    pub name: Option<String>,
+    /// The port inside the pod.
+    pub container_port: u16,
+    /// The node's port forwarded to it, if any.
+    pub host_port: Option<u16>,
+    /// `TCP` (the default), `UDP` or `SCTP`.
+    pub protocol: Option<String>,
+}
+
+/// A probe: exactly one of `httpGet`, `tcpSocket` and `exec` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// GET a path; 200-399 is success.
+    pub http_get: Option<HttpGetAction>,
+    /// Open a TCP connection.
+    pub tcp_socket: Option<TcpSocketAction>,
+    /// Run a command in the container (refused for Wasm containers).
+    pub exec: Option<ExecAction>,
+    /// Seconds between checks (10 by default).
+    pub period_seconds: Option<u64>,
+    /// Seconds one check may take (1 by default).
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `httpGet` of a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    /// The path, `/` when absent.
+    pub path: Option<String>,
+    /// A number or the name of a container port.
+    pub port: PortRef,
+}
+
+/// `tcpSocket` of a probe.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TcpSocketAction {
+    /// A number or the name of a container port.
+    pub port: PortRef,
+}
+
+/// `exec` of a probe.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecAction {
+    /// The command and its arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// A probe's port: a number or a container port's name (IntOrString).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// The port itself.
+    Number(u16),
+    /// The `name` of one of the container's `ports`.
+    Name(String),
+}
+
+impl Container {
+    /// The port number `port` stands for in this container.
+    pub fn resolve(&self, port: &PortRef) -> Option<u16> {
+        match port {
+            PortRef::Number(n) => Some(*n),
+            PortRef::Name(name) => self
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port),
+        }
+    }
 }
 
 /// One environment variable: a value, or a field of the pod.
@@ -441,6 +527,25 @@ mod tests {
         let pod = Pod::from_yaml(include_str!("../../../deploy/examples/sockets.yaml"))
             .expect("the sockets example");
         assert_eq!(pod.metadata.annotations["wasmpod.dev/tcp-listen"], "8080");
+    }
+
+    #[test]
+    fn reads_ports_and_probes() {
+        let pod = Pod::from_yaml(include_str!("../../../deploy/examples/http.yaml"))
+            .expect("the http example");
+        let c = &pod.spec.containers[0];
+        assert_eq!(c.ports[0].container_port, 8080);
+        assert_eq!(c.ports[0].host_port, Some(18080));
+        let ready = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+        let port = ready.map(|h| &h.port).expect("an httpGet readiness probe");
+        assert!(matches!(port, PortRef::Name(n) if n == "http"));
+        assert_eq!(c.resolve(port), Some(8080));
+        assert_eq!(c.resolve(&PortRef::Name("nope".into())), None);
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.tcp_socket.as_ref());
+        assert_eq!(live.and_then(|t| c.resolve(&t.port)), Some(8080));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Run by `make test` (test/integration.sh), which starts containerd with
 //! its CRI plugin, the `wasmpod` runtime handler and a CNI bridge.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::{ContainerState, ContainerStatus};
 use wasmpod_integration::kubelet::{Kubelet, RunningPod};
 use wasmpod_integration::pod::Pod;
-use wasmpod_integration::pod::{HostPath, Volume, VolumeMount};
-use wasmpod_integration::{ok, unique, var};
+use wasmpod_integration::pod::{
+    ExecAction, HostPath, PortRef, TcpSocketAction, Volume, VolumeMount,
+};
+use wasmpod_integration::probe::{Outcome, Vantage};
+use wasmpod_integration::{http, ok, unique, var};
 
 /// The namespace containerd's CRI plugin keeps its images and pods in.
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -335,6 +339,46 @@ fn a_spinning_guest_shows_in_stats_refuses_exec_and_stops_within_its_grace_perio
 
 #[test]
 #[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let mut pod = program_pod("throttled", "/loop.component.wasm", &[]);
+        pod.spec.termination_grace_period_seconds = Some(5);
+        pod.spec.containers[0].resources =
+            serde_norway::from_str("limits: {cpu: 200m}").expect("resources");
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let (_, id) = running.containers[0].clone();
+        // cgroup v1 here: the guest's thread is in its container's cpu
+        // cgroup, with the kubelet's quota for 200m.
+        let dir = Path::new("/sys/fs/cgroup/cpu")
+            .join(running.cgroup_parent.trim_start_matches('/'))
+            .join(&id);
+        let spin = Duration::from_millis(1500);
+        tokio::time::sleep(spin).await;
+        let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"));
+        let threads = std::fs::read_to_string(dir.join("tasks"));
+        let stats = kubelet.stats(&id).await.expect("ContainerStats");
+        kubelet.remove(&running).await.expect("pod removed");
+        assert_eq!(quota.expect("the container's cgroup").trim(), "20000");
+        assert!(
+            threads.expect("its tasks").lines().count() >= 1,
+            "the guest's thread is not in its cgroup"
+        );
+        let cpu = stats
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map_or(0, |v| v.value);
+        // 0.2 CPU for 1.5 s is 300 ms; unthrottled it would be ~1500 ms.
+        assert!(cpu > 50_000_000, "cpu {cpu} ns");
+        assert!(cpu < 600_000_000, "not throttled: cpu {cpu} ns in {spin:?}");
+        let pod_dir =
+            Path::new("/sys/fs/cgroup/cpu").join(running.cgroup_parent.trim_start_matches('/'));
+        assert!(!pod_dir.exists(), "the pod's cgroup was left");
+    });
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
 fn a_failed_container_is_restarted_in_its_sandbox_by_policy() {
     block_on(async {
         let mut kubelet = kubelet().await;
@@ -527,25 +571,11 @@ fn sockets_are_denied_without_a_grant_and_allowed_by_annotations() {
     });
 }
 
-/// GET `path` from `ip:port` over HTTP/1.0 (one request, no chunked body,
-/// connection closed); returns the status code and the body.
+/// GET `path` from `ip:port`; the status code and the body.
 fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect((ip, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((code, body))
+    let ip = ip.parse().map_err(std::io::Error::other)?;
+    let r = http::get(SocketAddr::new(ip, port), path, Duration::from_secs(30))?;
+    Ok((r.status, r.body))
 }
 
 #[test]
@@ -553,26 +583,67 @@ fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
 fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let mut pod = program_pod("http", "/http.component.wasm", &[]);
-        pod.spec.termination_grace_period_seconds = Some(10);
+        let pod = example("http.yaml");
         let running = kubelet.run(&pod).await.expect("pod runs");
         let (name, id) = running.containers[0].clone();
         let ip = running.ip.clone();
-        // Served on 8080 (no PORT, no annotation) at the pod IP.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let first = loop {
-            match http_get(&ip, 8080, "/first") {
-                Ok(answer) => break answer,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("no answer from {ip}:8080: {e}"),
+        // The kubelet's readiness probe (httpGet on the named port 8080:
+        // no PORT, no annotation) from the node, to the pod IP.
+        kubelet
+            .wait_ready(&pod, &running, &name, Duration::from_secs(30))
+            .await
+            .expect("the pod turns ready");
+        let c = &pod.spec.containers[0];
+        let (ready, live) = (
+            c.readiness_probe.clone().expect("readiness probe"),
+            c.liveness_probe.clone().expect("liveness probe"),
+        );
+        for probe in [&ready, &live] {
+            for from in [Vantage::Node, Vantage::Pod] {
+                let outcome = kubelet.probe(&pod, &running, &name, probe, from).await;
+                assert_eq!(
+                    outcome.expect("probe"),
+                    Outcome::Success,
+                    "{probe:?} {from:?}"
+                );
             }
-        };
+        }
+        // Nothing listens on 9 inside the pod, and exec is not for Wasm.
+        let mut closed = live.clone();
+        closed.tcp_socket = Some(TcpSocketAction {
+            port: PortRef::Number(9),
+        });
+        let outcome = kubelet
+            .probe(&pod, &running, &name, &closed, Vantage::Pod)
+            .await;
+        assert!(
+            matches!(outcome.expect("probe"), Outcome::Failure(ref why) if why.contains("127.0.0.1:9")),
+            "a probe of a closed port succeeded"
+        );
+        let mut exec = live.clone();
+        exec.tcp_socket = None;
+        exec.exec = Some(ExecAction {
+            command: vec!["cat".into(), "/tmp/healthy".into()],
+        });
+        match kubelet
+            .probe(&pod, &running, &name, &exec, Vantage::Node)
+            .await
+        {
+            Ok(Outcome::Failure(why)) => {
+                assert!(why.contains("not supported for Wasm containers"), "{why}")
+            }
+            other => panic!("an exec probe gave {other:?}"),
+        }
+        let first = http_get(&ip, 8080, "/first").expect("GET /first");
         assert_eq!(first, (200, "hello from wasi:http /first\n".to_owned()));
-        // Outgoing HTTP without the annotation is refused.
+        // hostPort 18080 on the node forwards to the pod (CNI portmap).
         let gateway = var("WASMPOD_POD_GATEWAY");
+        let published = http_get(&gateway, 18080, "/via-host-port").expect("GET via hostPort");
+        assert_eq!(
+            published,
+            (200, "hello from wasi:http /via-host-port\n".to_owned())
+        );
+        // Outgoing HTTP to a host the annotation does not name is refused.
         let (code, body) = http_get(&ip, 8080, &format!("/fetch/{gateway}:9")).expect("fetch");
         assert_eq!(code, 200);
         assert_eq!(
@@ -601,7 +672,11 @@ fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
         assert!(took < running.grace, "StopContainer took {took:?}");
         let logs = kubelet.logs(&running, &name).expect("logs");
         kubelet.remove(&running).await.expect("pod removed");
-        for line in ["handling GET /first", "handling GET /slow/1500"] {
+        for line in [
+            "handling GET /healthz",
+            "handling GET /first",
+            "handling GET /slow/1500",
+        ] {
             assert!(logs.contains(line), "no {line:?} in:\n{logs}");
         }
         assert!(

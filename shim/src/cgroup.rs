@@ -1,0 +1,450 @@
+//! The cgroups a runtime spec names (`linux.cgroupsPath`, cgroupfs style as
+//! the CRI writes it under the kubelet's pod cgroup), for a shim that runs
+//! a whole pod as one process.
+//!
+//! The shim process joins its sandbox's cgroup, so the kubelet's pod cgroup
+//! bounds and counts everything the pod uses. A guest is a thread, and the
+//! kernel charges memory to a process, not a thread, so per-container
+//! memory limits stay with Wasmtime's limiter; CPU is per thread on cgroup
+//! v1, where each guest's thread joins its container's `cpu` and `cpuacct`
+//! cgroups with the container's quota and shares. Cgroup v2 allows threads
+//! in separate cgroups only inside a threaded subtree, which the kubelet's
+//! hierarchy is not, so there the pod's cgroup is the unit.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a cgroup could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// The spec names a cgroup the way the systemd driver does.
+    #[error(
+        "cgroupsPath {0:?} is in the systemd driver's slice:prefix:name form; wasmpod manages cgroupfs paths only (set the CRI's SystemdCgroup = false for the wasmpod runtime)"
+    )]
+    Systemd(String),
+    /// The path leaves the hierarchy or is not absolute.
+    #[error("cgroupsPath {0:?} is not an absolute path inside the cgroup hierarchy")]
+    Path(String),
+    /// A cgroup file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The limits of `linux.resources` that the kernel enforces for us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CFS quota per period, in microseconds (`limits.cpu`).
+    pub cpu_quota: Option<i64>,
+    /// CFS period, in microseconds.
+    pub cpu_period: Option<u64>,
+    /// Relative weight (`requests.cpu`), in cgroup v1 shares.
+    pub cpu_shares: Option<u64>,
+    /// Bytes of memory (`limits.memory`); applied to process cgroups only.
+    pub memory: Option<u64>,
+}
+
+/// The node's cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// Cgroup v1 (or hybrid): one mount per controller under the root.
+    V1(PathBuf),
+    /// The unified cgroup v2 hierarchy mounted at the root.
+    V2(PathBuf),
+}
+
+/// v1 controllers a pod's process joins; v1 controllers a guest's thread
+/// joins.
+const PROCESS_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
+const THREAD_CONTROLLERS: &[&str] = &["cpu", "cpuacct"];
+
+impl Hierarchy {
+    /// The hierarchy mounted at `root` (normally `/sys/fs/cgroup`), if any.
+    pub fn detect(root: &Path) -> Option<Self> {
+        if root.join("cgroup.controllers").exists() {
+            Some(Self::V2(root.to_owned()))
+        } else if root.join("cpu").join("tasks").exists() {
+            Some(Self::V1(root.to_owned()))
+        } else {
+            None
+        }
+    }
+
+    /// Creates (or opens) cgroup `path` for a pod's process (`threads`
+    /// false) or for a guest's thread (`threads` true) and applies `limits`.
+    /// `None` when this hierarchy cannot hold a thread on its own.
+    pub fn create(
+        &self,
+        path: &str,
+        threads: bool,
+        limits: &Limits,
+    ) -> Result<Option<Cgroup>, CgroupError> {
+        let relative = relative(path)?;
+        let dirs: Vec<Dir> = match (self, threads) {
+            (Self::V2(_), true) => return Ok(None),
+            (Self::V2(root), false) => vec![Dir::unified(root.join(&relative))],
+            (Self::V1(root), _) => {
+                let controllers = if threads {
+                    THREAD_CONTROLLERS
+                } else {
+                    PROCESS_CONTROLLERS
+                };
+                let mut dirs = Vec::new();
+                for c in controllers {
+                    if let Some(dir) = Dir::v1(root, c, &relative)
+                        && !dirs.contains(&dir)
+                    {
+                        dirs.push(dir);
+                    }
+                }
+                dirs
+            }
+        };
+        for dir in &dirs {
+            fs::create_dir_all(&dir.path).map_err(io(&dir.path))?;
+        }
+        let cgroup = Cgroup {
+            v2: matches!(self, Self::V2(_)),
+            dirs,
+        };
+        cgroup.apply(limits, !threads)?;
+        Ok(Some(cgroup))
+    }
+}
+
+/// `path` relative to the hierarchy's root, refusing `..` and the
+/// systemd driver's form.
+fn relative(path: &str) -> Result<PathBuf, CgroupError> {
+    if !path.starts_with('/') && path.contains(':') {
+        return Err(CgroupError::Systemd(path.to_owned()));
+    }
+    let p = Path::new(path);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(part) => out.push(part),
+            _ => return Err(CgroupError::Path(path.to_owned())),
+        }
+    }
+    if !p.is_absolute() || out.as_os_str().is_empty() {
+        return Err(CgroupError::Path(path.to_owned()));
+    }
+    Ok(out)
+}
+
+/// A cgroup's directory in one hierarchy.
+#[derive(Debug, PartialEq, Eq)]
+struct Dir {
+    /// The controllers mounted there (`cpu,cpuacct`); empty for v2.
+    controllers: String,
+    path: PathBuf,
+}
+
+impl Dir {
+    fn unified(path: PathBuf) -> Self {
+        Self {
+            controllers: String::new(),
+            path,
+        }
+    }
+
+    /// `relative` in the v1 hierarchy of `controller`, if it is mounted.
+    /// Co-mounted controllers (`cpu` -> `cpu,cpuacct`) share a directory.
+    fn v1(root: &Path, controller: &str, relative: &Path) -> Option<Self> {
+        let mount = fs::canonicalize(root.join(controller)).ok()?;
+        let controllers = mount.file_name()?.to_str()?.to_owned();
+        Some(Self {
+            controllers,
+            path: mount.join(relative),
+        })
+    }
+}
+
+/// One cgroup: its directory in each controller's hierarchy (v1), or its
+/// one directory (v2).
+#[derive(Debug)]
+pub struct Cgroup {
+    v2: bool,
+    dirs: Vec<Dir>,
+}
+
+impl Cgroup {
+    /// The directory of `controller` (v1), or the cgroup's (v2).
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        let dir = if self.v2 {
+            self.dirs.first()
+        } else {
+            let mut dirs = self.dirs.iter();
+            dirs.find(|d| d.controllers.split(',').any(|c| c == controller))
+        };
+        dir.map(|d| d.path.as_path())
+    }
+
+    fn write(&self, controller: &str, file: &str, value: &str) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir(controller) else {
+            return Ok(());
+        };
+        let path = dir.join(file);
+        fs::write(&path, value).map_err(io(&path))
+    }
+
+    fn apply(&self, limits: &Limits, memory: bool) -> Result<(), CgroupError> {
+        let period = limits.cpu_period.filter(|&p| p > 0).unwrap_or(100_000);
+        let quota = limits.cpu_quota.filter(|&q| q > 0);
+        let mem = limits.memory.filter(|_| memory);
+        if self.v2 {
+            if limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+                let max = quota.map_or("max".to_owned(), |q| q.to_string());
+                self.write("cpu", "cpu.max", &format!("{max} {period}"))?;
+            }
+            if let Some(shares) = limits.cpu_shares {
+                self.write("cpu", "cpu.weight", &weight(shares).to_string())?;
+            }
+            if let Some(bytes) = mem {
+                self.write("memory", "memory.max", &bytes.to_string())?;
+            }
+            return Ok(());
+        }
+        if limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+            self.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
+            let quota = quota.unwrap_or(-1);
+            self.write("cpu", "cpu.cfs_quota_us", &quota.to_string())?;
+        }
+        if let Some(shares) = limits.cpu_shares {
+            self.write("cpu", "cpu.shares", &shares.max(2).to_string())?;
+        }
+        if let Some(bytes) = mem {
+            self.write("memory", "memory.limit_in_bytes", &bytes.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves the whole process `pid` into this cgroup.
+    pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            let path = dir.path.join("cgroup.procs");
+            fs::write(&path, pid.to_string()).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Moves thread `tid` of this process into this cgroup (v1 only: see
+    /// the module's notes).
+    pub fn add_thread(&self, tid: i32) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            let path = dir.path.join("tasks");
+            fs::write(&path, tid.to_string()).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// CPU time used by everything in the cgroup, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        if self.v2 {
+            let stat = fs::read_to_string(self.dir("cpu")?.join("cpu.stat")).ok()?;
+            let usec: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()?;
+            return Some(usec * 1000);
+        }
+        let usage = fs::read_to_string(self.dir("cpuacct")?.join("cpuacct.usage")).ok()?;
+        usage.trim().parse().ok()
+    }
+
+    /// Removes the cgroup's directories; they must hold no task any more.
+    /// One already gone is not an error.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            match fs::remove_dir(&dir.path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(&dir.path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// cgroup v1 shares (2..262144) as a v2 weight (1..10000), as runc maps them.
+fn weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// The cgroup this process was in when it started, in each hierarchy: where
+/// it goes back to before its pod's cgroup is removed.
+pub fn current(hierarchy: &Hierarchy) -> Option<Cgroup> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut dirs = Vec::new();
+    let v2 = matches!(hierarchy, Hierarchy::V2(_));
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let relative = path.trim_start_matches('/');
+        match hierarchy {
+            Hierarchy::V2(root) if controllers.is_empty() => {
+                dirs.push(Dir::unified(root.join(relative)));
+            }
+            Hierarchy::V1(root) => {
+                let wanted = PROCESS_CONTROLLERS
+                    .iter()
+                    .find(|c| controllers.split(',').any(|have| have == **c));
+                if let Some(dir) = wanted.and_then(|c| Dir::v1(root, c, Path::new(relative)))
+                    && !dirs.contains(&dir)
+                {
+                    dirs.push(dir);
+                }
+            }
+            Hierarchy::V2(_) => {}
+        }
+    }
+    Some(Cgroup { v2, dirs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_tree() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        for c in ["cpu", "cpuacct", "memory", "pids"] {
+            fs::create_dir_all(root.path().join(c)).expect("mkdir");
+            fs::write(root.path().join(c).join("tasks"), "").expect("tasks");
+        }
+        root
+    }
+
+    #[test]
+    fn detects_the_hierarchy() {
+        let v1 = v1_tree();
+        assert_eq!(
+            Hierarchy::detect(v1.path()),
+            Some(Hierarchy::V1(v1.path().to_owned()))
+        );
+        let v2 = tempfile::tempdir().expect("tempdir");
+        fs::write(v2.path().join("cgroup.controllers"), "cpu memory").expect("write");
+        assert_eq!(
+            Hierarchy::detect(v2.path()),
+            Some(Hierarchy::V2(v2.path().to_owned()))
+        );
+        let none = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Hierarchy::detect(none.path()), None);
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_hierarchy_and_systemd_slices() {
+        assert!(matches!(
+            relative("kubepods-pod1.slice:cri-containerd:abc"),
+            Err(CgroupError::Systemd(_))
+        ));
+        for bad in ["/kubepods/../../etc", "relative/path", "/"] {
+            assert!(matches!(relative(bad), Err(CgroupError::Path(_))), "{bad}");
+        }
+        assert_eq!(
+            relative("/kubepods/burstable/pod1/abc").expect("ok"),
+            Path::new("kubepods/burstable/pod1/abc")
+        );
+    }
+
+    #[test]
+    fn v1_writes_limits_per_controller_and_threads_join_cpu_only() {
+        let root = v1_tree();
+        let h = Hierarchy::V1(root.path().to_owned());
+        let limits = Limits {
+            cpu_quota: Some(20_000),
+            cpu_period: Some(100_000),
+            cpu_shares: Some(204),
+            memory: Some(64 << 20),
+        };
+        let pod = h
+            .create("/kubepods/pod1/sandbox", false, &limits)
+            .expect("create")
+            .expect("a cgroup");
+        let read = |c: &str, f: &str| {
+            fs::read_to_string(root.path().join(c).join("kubepods/pod1/sandbox").join(f))
+                .expect("written")
+        };
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu", "cpu.shares"), "204");
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        pod.add_process(42).expect("procs");
+        assert_eq!(read("pids", "cgroup.procs"), "42");
+
+        let guest = h
+            .create("/kubepods/pod1/guest", true, &limits)
+            .expect("create")
+            .expect("a cgroup");
+        assert_eq!(
+            guest.dirs.len(),
+            2,
+            "cpu and cpuacct only: {:?}",
+            guest.dirs
+        );
+        assert!(!root.path().join("memory/kubepods/pod1/guest").exists());
+        guest.add_thread(7).expect("tasks");
+        let tasks = root.path().join("cpuacct/kubepods/pod1/guest/tasks");
+        assert_eq!(fs::read_to_string(tasks).expect("tasks"), "7");
+        fs::write(
+            root.path()
+                .join("cpuacct/kubepods/pod1/guest/cpuacct.usage"),
+            "123456\n",
+        )
+        .expect("write");
+        assert_eq!(guest.cpu_ns(), Some(123_456));
+    }
+
+    #[test]
+    fn v2_keeps_threads_with_the_pod_and_writes_unified_files() {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::write(root.path().join("cgroup.controllers"), "cpu memory").expect("write");
+        let h = Hierarchy::V2(root.path().to_owned());
+        let limits = Limits {
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            cpu_shares: Some(1024),
+            memory: Some(1 << 30),
+        };
+        assert!(
+            h.create("/kubepods/pod1/guest", true, &limits)
+                .expect("ok")
+                .is_none()
+        );
+        let pod = h
+            .create("/kubepods/pod1/sandbox", false, &limits)
+            .expect("create")
+            .expect("a cgroup");
+        let dir = root.path().join("kubepods/pod1/sandbox");
+        let read = |f: &str| fs::read_to_string(dir.join(f)).expect("written");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("memory.max"), (1u64 << 30).to_string());
+        fs::write(dir.join("cpu.stat"), "usage_usec 250\nuser_usec 200\n").expect("write");
+        assert_eq!(pod.cpu_ns(), Some(250_000));
+        fs::remove_file(dir.join("cpu.stat")).expect("rm");
+        for f in ["cpu.max", "cpu.weight", "memory.max"] {
+            fs::remove_file(dir.join(f)).expect("rm");
+        }
+        pod.remove().expect("removed");
+        assert!(!dir.exists());
+        pod.remove().expect("a second removal is fine");
+    }
+}

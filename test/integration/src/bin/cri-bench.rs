@@ -1,0 +1,359 @@
+//! `cri-bench [RUNS]`: the CRI part of `make bench`. Against the containerd
+//! that test/containerd.sh started (its `env` in the environment, and
+//! `WASMPOD_FIXTURES`), plays the kubelet for the wasi:http pod of
+//! deploy/examples/http.yaml and for its native twin (test/cri/http.c)
+//! under runc, and prints Markdown tables:
+//!
+//! - pod start to first successful HTTP response (RunPodSandbox, image
+//!   check, CreateContainer, StartContainer, then GET / until it answers);
+//! - requests per second with a bounded load from the node: a fixed number
+//!   of keep-alive connections, each sending a fixed number of requests;
+//! - memory of an idle HTTP pod: the wasmpod shim, and runc's shim with its
+//!   pause and server processes.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use wasmpod_integration::http::{self, Connection};
+use wasmpod_integration::kubelet::{Kubelet, RunningPod};
+use wasmpod_integration::pod::Pod;
+use wasmpod_integration::var;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// Keep-alive connections of the load.
+const CONNECTIONS: usize = 4;
+/// Requests each connection sends.
+const REQUESTS_PER_CONNECTION: usize = 500;
+/// Idle pods whose memory is averaged.
+const IDLE_PODS: usize = 3;
+
+fn main() -> ExitCode {
+    let runs = std::env::args()
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Box::<dyn Error>::from)
+        .and_then(|rt| rt.block_on(bench(runs)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cri-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The wasi:http pod of the examples, without its hostPort (every run
+/// would otherwise add and remove iptables rules for runc and us alike).
+fn wasm_pod(name: &str) -> Result<Pod> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/http.yaml");
+    let mut pod = Pod::from_yaml(&std::fs::read_to_string(path)?)?;
+    pod.metadata.name = name.into();
+    for p in &mut pod.spec.containers[0].ports {
+        p.host_port = None;
+    }
+    Ok(pod)
+}
+
+/// The same pod with the native server in an ordinary image, run by runc.
+fn native_pod(name: &str) -> Result<Pod> {
+    let mut pod = wasm_pod(name)?;
+    pod.spec.runtime_class_name = None;
+    pod.metadata.annotations.clear();
+    let c = &mut pod.spec.containers[0];
+    c.image = "docker.io/wasmpod/http-native:latest".into();
+    c.command = vec!["/http".into()];
+    c.resources = Default::default();
+    Ok(pod)
+}
+
+fn import_images() -> Result<()> {
+    let fixtures = PathBuf::from(var("WASMPOD_FIXTURES"));
+    for tar in ["pause.tar", "programs.tar", "http-native.tar"] {
+        let out = Command::new(var("WASMPOD_CTR"))
+            .args([
+                "-a",
+                &var("WASMPOD_ADDRESS"),
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+            ])
+            .arg(fixtures.join(tar))
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "ctr images import {tar}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn addr(pod: &RunningPod) -> Result<SocketAddr> {
+    Ok(SocketAddr::new(pod.ip.parse()?, 8080))
+}
+
+/// Runs `pod` and polls GET / until it answers 200: the pod and the ms
+/// from RunPodSandbox to that answer.
+async fn start(kubelet: &mut Kubelet, pod: &Pod) -> Result<(RunningPod, f64)> {
+    let started = Instant::now();
+    let running = kubelet.run(pod).await?;
+    let to = addr(&running)?;
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        match http::get(to, "/", Duration::from_secs(5)) {
+            Ok(r) if r.status == 200 => break,
+            _ if Instant::now() > deadline => {
+                return Err(format!("{} never answered at {to}", pod.metadata.name).into());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+    Ok((running, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Sends the bounded load to `to`: requests per second, and the p50 and p99
+/// of one request's latency in ms.
+fn load(to: SocketAddr) -> Result<(f64, f64, f64)> {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
+                let mut c = Connection::open(to, Duration::from_secs(30))?;
+                let mut times = Vec::with_capacity(REQUESTS_PER_CONNECTION);
+                for n in 0..REQUESTS_PER_CONNECTION {
+                    let t = Instant::now();
+                    let r = c.get(&format!("/load/{i}/{n}"), false)?;
+                    if r.status != 200 {
+                        return Err(std::io::Error::other(format!("status {}", r.status)));
+                    }
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(times)
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for w in workers {
+        times.extend(w.join().map_err(|_| "a load thread panicked")??);
+    }
+    let rate = times.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, pct(&times, 50.0), pct(&times, 99.0)))
+}
+
+fn pct(values: &[f64], p: f64) -> f64 {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    let k = (s.len() - 1) as f64 * p / 100.0;
+    let (lo, hi) = (k.floor() as usize, (k.ceil() as usize).min(s.len() - 1));
+    s[lo] + (s[hi] - s[lo]) * (k - lo as f64)
+}
+
+/// A `Name: N kB` field of /proc/PID/status or smaps_rollup, in KiB.
+fn kib(pid: u32, table: &str, field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{table}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/{table}").into())
+}
+
+/// Processes whose command line contains all of `words`.
+fn pids_with(words: &[&str]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    words.iter().all(|w| c.contains(w))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `pid` and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            all.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    all
+}
+
+/// Memory of the processes that hold one idle pod each, per pod: mean RSS
+/// and PSS of its shim alone, and mean PSS of the shim with its children.
+struct PodMemory {
+    shim_rss: f64,
+    shim_pss: f64,
+    all_pss: f64,
+    processes: f64,
+}
+
+/// Starts [`IDLE_PODS`] pods, has each answer once, lets them idle, and
+/// measures the processes of `shim` (the binary's name) that serve them.
+async fn idle_memory(
+    kubelet: &mut Kubelet,
+    make: fn(&str) -> Result<Pod>,
+    label: &str,
+    shim: &str,
+) -> Result<PodMemory> {
+    let mut pods = Vec::new();
+    for i in 0..IDLE_PODS {
+        pods.push(
+            start(kubelet, &make(&format!("idle-{label}-{i}"))?)
+                .await?
+                .0,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let address = var("WASMPOD_ADDRESS");
+    let shims = pids_with(&[shim, &address]);
+    let measured = (|| -> Result<PodMemory> {
+        if shims.len() != IDLE_PODS {
+            return Err(format!("{} {shim} processes for {IDLE_PODS} pods", shims.len()).into());
+        }
+        let (mut rss, mut pss, mut all, mut processes) = (0, 0, 0, 0);
+        for &pid in &shims {
+            rss += kib(pid, "status", "VmRSS")?;
+            pss += kib(pid, "smaps_rollup", "Pss")?;
+            for p in tree(pid) {
+                all += kib(p, "smaps_rollup", "Pss")?;
+                processes += 1;
+            }
+        }
+        let n = IDLE_PODS as f64;
+        Ok(PodMemory {
+            shim_rss: rss as f64 / n,
+            shim_pss: pss as f64 / n,
+            all_pss: all as f64 / n,
+            processes: f64::from(processes) / n,
+        })
+    })();
+    for p in &pods {
+        kubelet.remove(p).await?;
+    }
+    measured
+}
+
+async fn bench(runs: usize) -> Result<()> {
+    import_images()?;
+    let mut kubelet =
+        Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR"))).await?;
+
+    // The first pod of each kind: the image's first unpack, and for Wasm
+    // an empty compiled-code cache.
+    std::fs::remove_dir_all(var("WASMPOD_WASM_CACHE")).ok();
+    let (pod, wasm_first) = start(&mut kubelet, &wasm_pod("first-wasm")?).await?;
+    kubelet.remove(&pod).await?;
+    let (pod, native_first) = start(&mut kubelet, &native_pod("first-native")?).await?;
+    kubelet.remove(&pod).await?;
+
+    let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Interleaved, so that drift on the machine hits both alike.
+        let (pod, ms) = start(&mut kubelet, &native_pod(&format!("native-{i}"))?).await?;
+        native.push(ms);
+        kubelet.remove(&pod).await?;
+        let (pod, ms) = start(&mut kubelet, &wasm_pod(&format!("wasm-{i}"))?).await?;
+        wasm.push(ms);
+        kubelet.remove(&pod).await?;
+    }
+
+    let mut rates = Vec::new();
+    for (label, make) in [
+        ("native", native_pod as fn(&str) -> Result<Pod>),
+        ("wasm", wasm_pod),
+    ] {
+        let (pod, _) = start(&mut kubelet, &make(&format!("load-{label}"))?).await?;
+        let measured = load(addr(&pod)?);
+        kubelet.remove(&pod).await?;
+        rates.push(measured?);
+    }
+
+    let wasm_memory =
+        idle_memory(&mut kubelet, wasm_pod, "wasm", "containerd-shim-wasmpod-v1").await?;
+    let native_memory = idle_memory(
+        &mut kubelet,
+        native_pod,
+        "native",
+        "containerd-shim-runc-v2",
+    )
+    .await?;
+
+    let base = pct(&native, 50.0);
+    println!(
+        "Through the CRI ({runs} runs each, interleaved): ms from RunPodSandbox to the first \
+         200 answer from the pod IP; the wasi:http pod of deploy/examples/http.yaml (Python \
+         handler, componentize-py) against the same server in C run by runc"
+    );
+    println!();
+    println!("| what | p50 | p90 | p50 vs runc |");
+    println!("|---|---:|---:|---:|");
+    for (label, v) in [
+        ("runc, native HTTP server", &native),
+        ("wasmpod, wasi:http component, warm cache", &wasm),
+    ] {
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2}x |",
+            pct(v, 50.0),
+            pct(v, 90.0),
+            pct(v, 50.0) / base
+        );
+    }
+    println!("| first runc pod (image unpacked) | {native_first:.1} | | |");
+    println!("| first wasmpod pod (empty compiled-code cache) | {wasm_first:.1} | | |");
+    println!();
+    println!(
+        "Bounded load from the node to the pod IP: {CONNECTIONS} keep-alive connections x \
+         {REQUESTS_PER_CONNECTION} GETs; wasmpod makes a fresh instance for every request"
+    );
+    println!();
+    println!("| server | req/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (label, (rate, p50, p99)) in [
+        ("runc, native C", rates[0]),
+        ("wasmpod, wasi:http", rates[1]),
+    ] {
+        println!("| {label} | {rate:.0} | {p50:.2} | {p99:.2} |");
+    }
+    println!();
+    println!("Memory per idle HTTP pod ({IDLE_PODS} pods, each answered once), KiB");
+    println!();
+    println!("| runtime | shim RSS | shim PSS | PSS of the shim and its children | processes |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, m) in [("wasmpod", &wasm_memory), ("runc", &native_memory)] {
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            m.shim_rss, m.shim_pss, m.all_pss, m.processes
+        );
+    }
+    Ok(())
+}
