@@ -280,7 +280,7 @@ async fn run(
     outgoing: OutgoingHttp,
     limit: MemoryLimit,
     kill: watch::Receiver<i32>,
-) -> (wasmtime::Result<u32>, Option<usize>) {
+) -> (wasmtime::Result<u32>, Option<u64>) {
     match program {
         Program::Module(pre) => {
             let mut store = Store::new(engine, ModuleState::new(builder.build_p1(), limit));

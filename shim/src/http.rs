@@ -224,11 +224,21 @@ impl Requests {
         // The handler may go on streaming the body after it has set the
         // response, so it runs as a task of its own.
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
+            let handled = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            }
+            .await;
+            let limit = &store.data().limit;
+            handled.map_err(|e| match (limit.denied(), limit.max()) {
+                (Some(asked), Some(max)) => e.context(format!(
+                    "out of memory: the requests in flight would hold {asked} bytes of linear memory, over the container's limit of {max} bytes (resources.limits.memory), which they share"
+                )),
+                _ => e,
+            })
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),

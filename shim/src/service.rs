@@ -393,20 +393,12 @@ impl<E: EventSink> TaskService<E> {
                 )?),
             };
             let stdio = stdio_paths.open()?;
-            let usage = match cgroups.join(&id, &spec, pid) {
-                Some(cgroup) => Usage::in_cgroup(cgroup),
-                None => Usage::default(),
-            };
-            Ok(Task::new(
-                id,
-                bundle,
-                spec.role,
-                grants,
-                program,
-                stdio,
-                stdio_paths,
-                usage,
-            ))
+            let cgroup = cgroups.join(&id, &spec, pid);
+            let mut task = Task::new(id, bundle, spec.role, grants, program, stdio, stdio_paths);
+            if let Some(cgroup) = cgroup {
+                task.usage = Usage::in_cgroup(cgroup);
+            }
+            Ok(task)
         })
         .await
         .unwrap_or_else(|join| {

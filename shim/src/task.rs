@@ -82,7 +82,6 @@ impl Task {
         program: Option<Program>,
         stdio: Stdio,
         stdio_paths: crate::stdio::StdioPaths,
-        usage: Usage,
     ) -> Self {
         Self {
             id,
@@ -92,7 +91,7 @@ impl Task {
             role,
             grants,
             state: State::Created { program, stdio },
-            usage,
+            usage: Usage::default(),
             exit: watch::channel(None).0,
         }
     }

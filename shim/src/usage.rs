@@ -35,10 +35,33 @@ impl Usage {
         self.cgroup.as_deref()
     }
 
-    /// Records the bytes of linear memory the guest holds now.
-    pub fn set_memory(&self, bytes: usize) {
+    /// Counts `bytes` more of linear memory if the total stays within
+    /// `max`: the new total, or the total that was refused. Atomic, so that
+    /// the instances serving concurrent requests share one limit exactly.
+    pub fn grow_memory(&self, bytes: u64, max: Option<u64>) -> Result<u64, u64> {
+        let mut refused = 0;
         self.memory
-            .store(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                let total = held.saturating_add(bytes);
+                if max.is_some_and(|m| total > m) {
+                    refused = total;
+                    None
+                } else {
+                    Some(total)
+                }
+            })
+            .map(|held| held.saturating_add(bytes))
+            .map_err(|_| refused)
+    }
+
+    /// Uncounts `bytes` of linear memory that an instance held when it was
+    /// dropped.
+    pub fn release_memory(&self, bytes: u64) {
+        let _ = self
+            .memory
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(bytes))
+            });
     }
 
     /// Bytes of linear memory the guest holds.
@@ -107,7 +130,11 @@ mod tests {
         .join()
         .expect("thread");
         assert!(usage.cpu_ns().is_some_and(|ns| ns > 0), "kept after exit");
-        usage.set_memory(3 << 16);
-        assert_eq!(usage.memory(), 3 << 16);
+        assert_eq!(usage.grow_memory(3 << 16, None), Ok(3 << 16));
+        assert_eq!(usage.grow_memory(1 << 16, Some(3 << 16)), Err(4 << 16));
+        usage.release_memory(1 << 16);
+        assert_eq!(usage.memory(), 2 << 16);
+        usage.release_memory(u64::MAX);
+        assert_eq!(usage.memory(), 0);
     }
 }

@@ -636,6 +636,15 @@ fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
         }
         let first = http_get(&ip, 8080, "/first").expect("GET /first");
         assert_eq!(first, (200, "hello from wasi:http /first\n".to_owned()));
+        // Every request's instance gives its memory back: far more requests
+        // than fit in the 256Mi limit at once are all answered.
+        let addr = SocketAddr::new(ip.parse().expect("pod IP"), 8080);
+        let mut conn = http::Connection::open(addr, Duration::from_secs(30)).expect("connect");
+        for n in 0..60 {
+            let r = conn.get(&format!("/n/{n}"), false).expect("keep-alive GET");
+            assert_eq!(r.status, 200, "request {n}: {}", r.body);
+        }
+        drop(conn);
         // hostPort 18080 on the node forwards to the pod (CNI portmap).
         let gateway = var("WASMPOD_POD_GATEWAY");
         let published = http_get(&gateway, 18080, "/via-host-port").expect("GET via hostPort");

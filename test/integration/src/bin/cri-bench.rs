@@ -135,7 +135,10 @@ fn load(to: SocketAddr) -> Result<(f64, f64, f64)> {
                     let t = Instant::now();
                     let r = c.get(&format!("/load/{i}/{n}"), false)?;
                     if r.status != 200 {
-                        return Err(std::io::Error::other(format!("status {}", r.status)));
+                        return Err(std::io::Error::other(format!(
+                            "status {}: {}",
+                            r.status, r.body
+                        )));
                     }
                     times.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
@@ -294,6 +297,15 @@ async fn bench(runs: usize) -> Result<()> {
     ] {
         let (pod, _) = start(&mut kubelet, &make(&format!("load-{label}"))?).await?;
         let measured = load(addr(&pod)?);
+        if measured.is_err() {
+            // What the server said about it.
+            let logs = kubelet.logs(&pod, "web").unwrap_or_default();
+            let why = logs.lines().filter(|l| l.starts_with("wasmpod:")).last();
+            eprintln!(
+                "cri-bench: the {label} pod says: {}",
+                why.unwrap_or("nothing")
+            );
+        }
         kubelet.remove(&pod).await?;
         rates.push(measured?);
     }
