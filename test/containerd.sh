@@ -185,6 +185,12 @@ stop() {
     # The bridge the CNI plugin made for this suite's pods; the tests check
     # that each pod's network namespace went with its sandbox.
     ip link delete "$bridge" 2>/dev/null || true
+    # runc and our shim remove their containers' cgroups; the per-namespace
+    # parents (cgroupsPath /NAMESPACE/ID) stay, empty. Remove those of the
+    # namespaces the tests use: rmdir leaves any that still hold something.
+    for ns in wasmpod-test wasmpod-artifacts bench demo; do
+        rmdir /sys/fs/cgroup/*/"$ns" 2>/dev/null || true
+    done
     # Snapshot and rootfs mounts under our root, deepest first.
     { grep -o " $dir/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
     rm -rf "$dir"
