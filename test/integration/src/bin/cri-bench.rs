@@ -300,7 +300,7 @@ async fn bench(runs: usize) -> Result<()> {
         if measured.is_err() {
             // What the server said about it.
             let logs = kubelet.logs(&pod, "web").unwrap_or_default();
-            let why = logs.lines().filter(|l| l.starts_with("wasmpod:")).last();
+            let why = logs.lines().rfind(|l| l.starts_with("wasmpod:"));
             eprintln!(
                 "cri-bench: the {label} pod says: {}",
                 why.unwrap_or("nothing")
