@@ -639,12 +639,11 @@ fn linux(c: &Container) -> LinuxContainerConfig {
 /// `burstable` or `besteffort`.
 fn pod_cgroup(pod: &Pod, uid: &str) -> String {
     let cs = &pod.spec.containers;
-    let r = |c: &Container| c.resources.clone();
     let best_effort = cs
         .iter()
-        .all(|c| r(c).requests.is_empty() && r(c).limits.is_empty());
+        .all(|c| c.resources.requests.is_empty() && c.resources.limits.is_empty());
     let guaranteed = cs.iter().all(|c| {
-        let res = r(c);
+        let res = &c.resources;
         ["cpu", "memory"].iter().all(|k| {
             let limit = res.limits.get(*k);
             limit.is_some() && res.requests.get(*k).is_none_or(|req| Some(req) == limit)
