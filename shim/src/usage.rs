@@ -91,8 +91,8 @@ impl Usage {
     }
 
     /// Nanoseconds the guest has run: its cgroup's CPU accounting (which
-    /// counts threads it started too), else its thread's scheduler
-    /// statistics; `None` before it starts.
+    /// counts threads it started too), else its thread's CPU clock; `None`
+    /// before it starts.
     pub fn cpu_ns(&self) -> Option<u64> {
         if let Some(ns) = self.cgroup.as_ref().and_then(|c| c.cpu_ns()) {
             return (ns > 0).then_some(ns);
@@ -102,9 +102,22 @@ impl Usage {
             let ended = self.cpu_at_exit.load(Ordering::Relaxed);
             return (ended > 0).then_some(ended);
         }
-        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-        text.split_whitespace().next()?.parse().ok()
+        thread_cpu_ns(tid)
     }
+}
+
+/// CPU time of thread `tid` of this process. The thread's CPU clock is
+/// exact, where `/proc/.../schedstat` lags by up to a scheduler tick and
+/// reads 0 for a guest that ran for less than one.
+fn thread_cpu_ns(tid: i32) -> Option<u64> {
+    // The kernel's id for a thread's scheduler CPU clock, built as glibc's
+    // pthread_getcpuclockid builds it: !tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED.
+    let clock = nix::time::ClockId::from_raw(((!tid) << 3) | 4 | 2);
+    // A thread that has gone makes this fail with EINVAL, nothing else.
+    let now = nix::time::clock_gettime(clock).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 #[cfg(test)]
@@ -118,18 +131,19 @@ mod tests {
         let seen = usage.clone();
         std::thread::spawn(move || {
             seen.attach_current_thread();
-            // Burn a little CPU so the figure cannot be zero.
+            let before = seen.cpu_ns().expect("the thread's CPU clock");
             let mut x = 0u64;
-            for i in 0..5_000_000u64 {
+            for i in 0..1_000_000u64 {
                 x = std::hint::black_box(x.wrapping_add(i));
             }
-            let ns = seen.cpu_ns().expect("the thread's schedstat");
-            assert!(ns > 0, "{ns}");
+            let after = seen.cpu_ns().expect("the thread's CPU clock");
+            assert!(after > before, "{before} -> {after}");
             seen.detach_current_thread();
         })
         .join()
         .expect("thread");
         assert!(usage.cpu_ns().is_some_and(|ns| ns > 0), "kept after exit");
+        assert_eq!(thread_cpu_ns(1), None, "init is no thread of ours");
         assert_eq!(usage.grow_memory(3 << 16, None), Ok(3 << 16));
         assert_eq!(usage.grow_memory(1 << 16, Some(3 << 16)), Err(4 << 16));
         usage.release_memory(1 << 16);
