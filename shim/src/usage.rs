@@ -74,7 +74,7 @@ impl Usage {
     pub fn attach_current_thread(&self) {
         let tid = nix::unistd::gettid().as_raw();
         if let Some(cgroup) = &self.cgroup
-            && let Err(e) = cgroup.add_thread(tid)
+            && let Err(e) = cgroup.add_current_thread()
         {
             tracing::warn!(error = %e, "the guest runs outside its container's cgroup: its CPU limit is not applied");
         }
