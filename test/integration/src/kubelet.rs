@@ -106,6 +106,8 @@ pub struct RunningPod {
     pub cgroup_parent: String,
     /// The pod's volumes on the node, by name.
     pub volumes: HashMap<String, Materialised>,
+    /// How long each CRI call of [`Kubelet::run`] took, in order.
+    pub startup: Vec<(&'static str, Duration)>,
 }
 
 impl Kubelet {
@@ -209,6 +211,12 @@ impl Kubelet {
         // RuntimeClass `wasmpod` has handler `wasmpod` (deploy/), as the
         // kubelet resolves it through the RuntimeClass object.
         let handler = pod.spec.runtime_class_name.clone().unwrap_or_default();
+        let mut startup = Vec::new();
+        let mut clock = Instant::now();
+        let mut lap = |call: &'static str, startup: &mut Vec<(&'static str, Duration)>| {
+            startup.push((call, clock.elapsed()));
+            clock = Instant::now();
+        };
         let sandbox_id = self
             .runtime
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -219,6 +227,7 @@ impl Kubelet {
             .map_err(call("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
+        lap("RunPodSandbox", &mut startup);
         let status = self
             .runtime
             .pod_sandbox_status(PodSandboxStatusRequest {
@@ -228,6 +237,7 @@ impl Kubelet {
             .await
             .map_err(call("PodSandboxStatus"))?
             .into_inner();
+        lap("PodSandboxStatus", &mut startup);
         let netns = status
             .info
             .get("info")
@@ -255,14 +265,19 @@ impl Kubelet {
             volumes,
             attempts: HashMap::new(),
             dead: Vec::new(),
+            startup: Vec::new(),
         };
         for c in &pod.spec.containers {
             self.ensure_image(c).await?;
+            lap("ImageStatus", &mut startup);
             let id = self.create(pod, &running, c, 0).await?;
+            lap("CreateContainer", &mut startup);
             self.start(&id).await?;
+            lap("StartContainer", &mut startup);
             running.containers.push((c.name.clone(), id));
             running.attempts.insert(c.name.clone(), 0);
         }
+        running.startup = startup;
         Ok(running)
     }
 

@@ -9,7 +9,9 @@
 //! - requests per second with a bounded load from the node: a fixed number
 //!   of keep-alive connections, each sending a fixed number of requests;
 //! - memory of an idle HTTP pod: the wasmpod shim, and runc's shim with its
-//!   pause and server processes.
+//!   pause and server processes;
+//! - where the start's time goes: each CRI call, and the wait for the
+//!   first answer after StartContainer.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -122,6 +124,35 @@ async fn start(kubelet: &mut Kubelet, pod: &Pod) -> Result<(RunningPod, f64)> {
     Ok((running, started.elapsed().as_secs_f64() * 1000.0))
 }
 
+/// The ms of each step of pod starts, by step, in the order first seen.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Vec<f64>)>);
+
+impl Phases {
+    /// Adds the steps of `pod`, whose start took `total_ms` to the first
+    /// 200; what is left after its CRI calls is the wait for that answer.
+    fn add(&mut self, pod: &RunningPod, total_ms: f64) {
+        let mut calls = 0.0;
+        for (step, took) in &pod.startup {
+            let ms = took.as_secs_f64() * 1000.0;
+            calls += ms;
+            self.push(step, ms);
+        }
+        self.push("until the first 200", total_ms - calls);
+    }
+
+    fn push(&mut self, step: &'static str, ms: f64) {
+        match self.0.iter_mut().find(|(s, _)| *s == step) {
+            Some((_, v)) => v.push(ms),
+            None => self.0.push((step, vec![ms])),
+        }
+    }
+
+    fn p50s(&self) -> Vec<(&'static str, f64)> {
+        self.0.iter().map(|(s, v)| (*s, pct(v, 50.0))).collect()
+    }
+}
+
 /// Sends the bounded load to `to`: requests per second, and the p50 and p99
 /// of one request's latency in ms.
 fn load(to: SocketAddr) -> Result<(f64, f64, f64)> {
@@ -212,11 +243,13 @@ fn tree(pid: u32) -> Vec<u32> {
 }
 
 /// Memory of the processes that hold one idle pod each, per pod: mean RSS
-/// and PSS of its shim alone, and mean PSS of the shim with its children.
+/// and PSS of its shim alone, and mean PSS and private memory (what
+/// another such pod adds to the node) of the shim with its children.
 struct PodMemory {
     shim_rss: f64,
     shim_pss: f64,
     all_pss: f64,
+    all_private: f64,
     processes: f64,
 }
 
@@ -243,12 +276,14 @@ async fn idle_memory(
         if shims.len() != IDLE_PODS {
             return Err(format!("{} {shim} processes for {IDLE_PODS} pods", shims.len()).into());
         }
-        let (mut rss, mut pss, mut all, mut processes) = (0, 0, 0, 0);
+        let (mut rss, mut pss, mut all, mut private, mut processes) = (0, 0, 0, 0, 0);
         for &pid in &shims {
             rss += kib(pid, "status", "VmRSS")?;
             pss += kib(pid, "smaps_rollup", "Pss")?;
             for p in tree(pid) {
                 all += kib(p, "smaps_rollup", "Pss")?;
+                private += kib(p, "smaps_rollup", "Private_Clean")?
+                    + kib(p, "smaps_rollup", "Private_Dirty")?;
                 processes += 1;
             }
         }
@@ -257,6 +292,7 @@ async fn idle_memory(
             shim_rss: rss as f64 / n,
             shim_pss: pss as f64 / n,
             all_pss: all as f64 / n,
+            all_private: private as f64 / n,
             processes: f64::from(processes) / n,
         })
     })();
@@ -280,13 +316,16 @@ async fn bench(runs: usize) -> Result<()> {
     kubelet.remove(&pod).await?;
 
     let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    let (mut wasm_phases, mut native_phases) = (Phases::default(), Phases::default());
     for i in 0..runs {
         // Interleaved, so that drift on the machine hits both alike.
         let (pod, ms) = start(&mut kubelet, &native_pod(&format!("native-{i}"))?).await?;
         native.push(ms);
+        native_phases.add(&pod, ms);
         kubelet.remove(&pod).await?;
         let (pod, ms) = start(&mut kubelet, &wasm_pod(&format!("wasm-{i}"))?).await?;
         wasm.push(ms);
+        wasm_phases.add(&pod, ms);
         kubelet.remove(&pod).await?;
     }
 
@@ -344,6 +383,21 @@ async fn bench(runs: usize) -> Result<()> {
     println!("| first wasmpod pod (empty compiled-code cache) | {wasm_first:.1} | | |");
     println!();
     println!(
+        "Where the time goes: p50 ms of each CRI call, and of the wait from StartContainer's return to the first 200"
+    );
+    println!();
+    println!("| step | runc | wasmpod |");
+    println!("|---|---:|---:|");
+    for (step, runc_ms) in native_phases.p50s() {
+        let ours = wasm_phases
+            .p50s()
+            .into_iter()
+            .find(|(s, _)| *s == step)
+            .map_or_else(String::new, |(_, ms)| format!("{ms:.1}"));
+        println!("| {step} | {runc_ms:.1} | {ours} |");
+    }
+    println!();
+    println!(
         "Bounded load from the node to the pod IP: {CONNECTIONS} keep-alive connections x \
          {REQUESTS_PER_CONNECTION} GETs; wasmpod makes a fresh instance for every request"
     );
@@ -357,14 +411,20 @@ async fn bench(runs: usize) -> Result<()> {
         println!("| {label} | {rate:.0} | {p50:.2} | {p99:.2} |");
     }
     println!();
-    println!("Memory per idle HTTP pod ({IDLE_PODS} pods, each answered once), KiB");
+    println!(
+        "Memory per idle HTTP pod ({IDLE_PODS} pods, each answered once), KiB. PSS shares \
+         each page among the processes that map it, so it falls as pods are added; private \
+         memory is what one more pod costs the node"
+    );
     println!();
-    println!("| runtime | shim RSS | shim PSS | PSS of the shim and its children | processes |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| runtime | shim RSS | shim PSS | PSS of the shim and its children | private memory of the shim and its children | processes |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (label, m) in [("wasmpod", &wasm_memory), ("runc", &native_memory)] {
         println!(
-            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            m.shim_rss, m.shim_pss, m.all_pss, m.processes
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            m.shim_rss, m.shim_pss, m.all_pss, m.all_private, m.processes
         );
     }
     Ok(())
