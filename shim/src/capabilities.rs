@@ -90,7 +90,7 @@ impl Grants {
             env: spec.env.clone(),
             cwd: spec.cwd.clone(),
             preopens: std::iter::once(root).chain(mounts).collect(),
-            memory_limit: spec.memory_limit,
+            memory_limit: spec.limits.memory,
             sockets: SocketGrants::from_annotations(&spec.annotations)?,
             network: spec.network.clone(),
             http_port: crate::http::port(&spec.env, &spec.annotations)?,
@@ -189,9 +189,11 @@ mod tests {
                 readonly: false,
             }],
             annotations: Default::default(),
-            memory_limit: Some(64 << 20),
             cgroups_path: None,
-            limits: Default::default(),
+            limits: crate::cgroup::Limits {
+                memory: Some(64 << 20),
+                ..Default::default()
+            },
             network: Network::Host,
         }
     }

@@ -70,11 +70,10 @@ pub struct ContainerSpec {
     pub mounts: Vec<DirMount>,
     /// Every annotation, for later grants (`wasmpod.dev/...`).
     pub annotations: HashMap<String, String>,
-    /// `linux.resources.memory.limit` in bytes (the pod's memory limit).
-    pub memory_limit: Option<u64>,
     /// `linux.cgroupsPath`: where the CRI puts the container.
     pub cgroups_path: Option<String>,
-    /// `linux.resources` that the kernel enforces through the cgroup.
+    /// `linux.resources`: the kernel enforces them through the cgroup, and
+    /// the memory limit also bounds the guest's linear memories.
     pub limits: crate::cgroup::Limits,
     /// The network namespace the spec puts the container in.
     pub network: Network,
@@ -162,35 +161,25 @@ impl ContainerSpec {
                 })
             })
             .collect();
-        // Zero and negative (-1) mean "no limit" in the runtime spec.
-        let memory_limit = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .and_then(|l| u64::try_from(l).ok())
-            .filter(|&l| l > 0);
-        let cpu = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.cpu().as_ref());
+        let linux = spec.linux().as_ref();
+        let resources = linux.and_then(|l| l.resources().as_ref());
+        let cpu = resources.and_then(|r| r.cpu().as_ref());
         let limits = crate::cgroup::Limits {
             cpu_quota: cpu.and_then(|c| c.quota()),
             cpu_period: cpu.and_then(|c| c.period()),
             cpu_shares: cpu.and_then(|c| c.shares()),
-            memory: memory_limit,
+            // Zero and negative (-1) mean "no limit" in the runtime spec.
+            memory: resources
+                .and_then(|r| r.memory().as_ref())
+                .and_then(|m| m.limit())
+                .and_then(|l| u64::try_from(l).ok())
+                .filter(|&l| l > 0),
         };
-        let cgroups_path = spec
-            .linux()
-            .as_ref()
+        let cgroups_path = linux
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|p| !p.is_empty());
-        let network = spec
-            .linux()
-            .as_ref()
+        let network = linux
             .and_then(|l| l.namespaces().as_ref())
             .and_then(|ns| {
                 ns.iter()
@@ -209,7 +198,6 @@ impl ContainerSpec {
             rootfs_readonly,
             mounts,
             annotations,
-            memory_limit,
             cgroups_path,
             limits,
             network,
@@ -265,7 +253,7 @@ mod tests {
         assert_eq!(s.rootfs, Path::new("/b/rootfs"));
         assert!(s.rootfs_readonly);
         assert!(s.mounts.is_empty(), "system mounts are not for guests");
-        assert_eq!(s.memory_limit, None);
+        assert_eq!(s.limits.memory, None);
         assert_eq!(s.network, Network::Host);
     }
 
@@ -285,13 +273,13 @@ mod tests {
         let mut json = base();
         json["linux"] = serde_json::json!({"resources": {"memory": {"limit": 67108864}}});
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json.clone())).expect("spec");
-        assert_eq!(s.memory_limit, Some(64 << 20));
+        assert_eq!(s.limits.memory, Some(64 << 20));
         json["linux"]["resources"]["memory"]["limit"] = serde_json::json!(-1);
         json["linux"]["resources"]["cpu"] =
             serde_json::json!({"quota": 20000, "period": 100000, "shares": 204});
         json["linux"]["cgroupsPath"] = serde_json::json!("/kubepods/burstable/pod1/abc");
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json)).expect("spec");
-        assert_eq!(s.memory_limit, None, "-1 is unlimited");
+        assert_eq!(s.limits.memory, None, "-1 is unlimited");
         assert_eq!(
             s.cgroups_path.as_deref(),
             Some("/kubepods/burstable/pod1/abc")
