@@ -74,12 +74,70 @@ pub enum SourceError {
     },
 }
 
+/// The Wasm program a rootfs holds, identified without copying its bytes:
+/// on a compiled-code cache hit the digest is all the shim needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsWasm {
+    /// `sha256:<hex>` of the file's bytes.
+    pub digest: String,
+    /// Whether the file is a core module or a component.
+    pub kind: WasmKind,
+    /// `rootfs:<entrypoint>`, for messages.
+    pub origin: String,
+}
+
+/// Identifies the Wasm program named by `entrypoint` (the container's
+/// `process.args[0]`) in the root filesystem at `rootfs`, hashing the file
+/// through a read-only mapping of the page cache.
+///
+/// The path is resolved as by [`read_from_rootfs`]. Compile from the bytes
+/// that function returns, never from this digest: the file may change in
+/// between, and a cache entry must match the bytes it was compiled from.
+pub fn identify_in_rootfs(rootfs: &Path, entrypoint: &str) -> Result<RootfsWasm, SourceError> {
+    let (file, _) = open_entrypoint(rootfs, entrypoint)?;
+    let mapped = map(&file.into_std()).map_err(|source| SourceError::Read {
+        entrypoint: entrypoint.to_owned(),
+        source,
+    })?;
+    let kind = identify(&mapped, entrypoint)?;
+    Ok(RootfsWasm {
+        digest: format!("sha256:{:x}", Sha256::digest(&mapped[..])),
+        kind,
+        origin: origin(entrypoint),
+    })
+}
+
 /// Reads the Wasm program named by `entrypoint` (the container's
 /// `process.args[0]`) from the root filesystem at `rootfs`.
 ///
 /// The path is resolved inside `rootfs` as if it were `/`: `..` and symlinks
 /// cannot reach the host's files, because the shim reads as root.
 pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, SourceError> {
+    let (file, len) = open_entrypoint(rootfs, entrypoint)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.into_std()
+        .take(MAX_WASM_SIZE)
+        .read_to_end(&mut bytes)
+        .map_err(|source| SourceError::Read {
+            entrypoint: entrypoint.to_owned(),
+            source,
+        })?;
+    let kind = identify(&bytes, entrypoint)?;
+    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    Ok(WasmSource {
+        bytes,
+        digest,
+        kind,
+        origin: origin(entrypoint),
+    })
+}
+
+/// Opens `entrypoint` inside `rootfs`: a regular file of at most
+/// [`MAX_WASM_SIZE`] bytes, whose length is returned with it.
+fn open_entrypoint(
+    rootfs: &Path,
+    entrypoint: &str,
+) -> Result<(cap_std::fs::File, u64), SourceError> {
     if entrypoint.is_empty() {
         return Err(SourceError::NoEntrypoint);
     }
@@ -113,25 +171,30 @@ pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, S
             size: meta.len(),
         });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.into_std()
-        .take(MAX_WASM_SIZE)
-        .read_to_end(&mut bytes)
-        .map_err(|source| SourceError::Read {
-            entrypoint: entrypoint.to_owned(),
-            source,
-        })?;
-    let kind = WasmKind::identify(&bytes).map_err(|preamble| SourceError::NotWasm {
+    Ok((file, meta.len()))
+}
+
+fn identify(bytes: &[u8], entrypoint: &str) -> Result<WasmKind, SourceError> {
+    WasmKind::identify(bytes).map_err(|preamble| SourceError::NotWasm {
         entrypoint: entrypoint.to_owned(),
         preamble,
-    })?;
-    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-    Ok(WasmSource {
-        bytes,
-        digest,
-        kind,
-        origin: format!("rootfs:{entrypoint}"),
     })
+}
+
+fn origin(entrypoint: &str) -> String {
+    format!("rootfs:{entrypoint}")
+}
+
+/// Maps `file` read-only. Hashing a mapping reads the page cache in place;
+/// a `read` into a fresh buffer costs the shim several times as much.
+#[allow(unsafe_code)]
+fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is private and read-only, and is only hashed and
+    // dropped. A file changed meanwhile yields a digest of mixed content,
+    // which names no cache entry or a program that was in the file; one
+    // truncated meanwhile would fault the shim, but only root can touch a
+    // container's rootfs before it starts.
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 #[cfg(test)]
@@ -156,13 +219,31 @@ mod tests {
         assert_eq!(src.bytes, MODULE);
         assert_eq!(src.digest, format!("sha256:{:x}", Sha256::digest(MODULE)),);
         assert_eq!(src.origin, "rootfs:/app.wasm");
+        let found = identify_in_rootfs(dir.path(), "/app.wasm").expect("identify");
+        let expected = RootfsWasm {
+            digest: src.digest,
+            kind: src.kind,
+            origin: src.origin,
+        };
+        assert_eq!(found, expected);
     }
 
     #[test]
     fn explains_each_refusal() {
         let dir = rootfs();
-        let err = |e: &str| read_from_rootfs(dir.path(), e).expect_err(e);
+        std::fs::write(dir.path().join("empty"), b"").expect("write");
+        let err = |e: &str| {
+            let mapped = identify_in_rootfs(dir.path(), e).expect_err(e);
+            let read = read_from_rootfs(dir.path(), e).expect_err(e);
+            assert_eq!(
+                mapped.to_string(),
+                read.to_string(),
+                "both refuse {e} alike"
+            );
+            read
+        };
         assert!(matches!(err(""), SourceError::NoEntrypoint));
+        assert!(matches!(err("/empty"), SourceError::NotWasm { .. }));
         assert!(matches!(err("/missing.wasm"), SourceError::NotFound { .. }));
         assert!(matches!(err("/bin"), SourceError::NotAFile { .. }));
         assert!(matches!(err("/"), SourceError::NotAFile { .. }));
@@ -182,6 +263,11 @@ mod tests {
         std::os::unix::fs::symlink("../secret.wasm", root.join("rel.wasm")).expect("symlink");
         for entry in ["/../secret.wasm", "/abs.wasm", "/rel.wasm"] {
             let err = read_from_rootfs(&root, entry).expect_err(entry);
+            assert!(
+                matches!(err, SourceError::NotFound { .. }),
+                "{entry}: {err}"
+            );
+            let err = identify_in_rootfs(&root, entry).expect_err(entry);
             assert!(
                 matches!(err, SourceError::NotFound { .. }),
                 "{entry}: {err}"

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,18 +196,15 @@ fn xxh3(bytes: &[u8]) -> u128 {
     h.digest128()
 }
 
+/// The xxh3 of the file at `path`, read through a mapping: the page cache
+/// is hashed in place, several times faster than `read` into a buffer.
 fn checksum_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut h = Xxh3::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:032x}", h.digest128()))
+    let file = File::open(path)?;
+    // SAFETY: a private read-only mapping of an entry in a root-only
+    // directory, which this cache replaces only by rename and never
+    // truncates in place; it is hashed and dropped.
+    let mapped = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(format!("{:032x}", xxh3(&mapped)))
 }
 
 /// Writes `bytes` to a unique temp file beside `path`, then renames it over

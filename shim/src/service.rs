@@ -174,10 +174,19 @@ fn load_program(
     grants: &Grants,
 ) -> Result<Program, TaskError> {
     let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
-    let missing = match wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint) {
-        Ok(source) => {
-            let (program, how) = engine.prepare(&source)?;
-            log_created(id, &source.origin, &source.digest, how, grants);
+    let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint) {
+        Ok(found) => {
+            let (program, how, digest) =
+                match engine.prepare_cached(&found.digest, &found.origin)? {
+                    Some(program) => (program, Origin::Cached, found.digest),
+                    None => {
+                        // Compile the bytes read now, under their own digest.
+                        let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
+                        let (program, how) = engine.prepare(&source)?;
+                        (program, how, source.digest)
+                    }
+                };
+            log_created(id, &found.origin, &digest, how, grants);
             return Ok(program);
         }
         Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
