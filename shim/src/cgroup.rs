@@ -2,18 +2,30 @@
 //! the CRI writes it under the kubelet's pod cgroup), for a shim that runs
 //! a whole pod as one process.
 //!
-//! The shim process joins its sandbox's cgroup, so the kubelet's pod cgroup
-//! bounds and counts everything the pod uses. A guest is a thread, and the
-//! kernel charges memory to a process, not a thread, so per-container
-//! memory limits stay with Wasmtime's limiter; CPU is per thread on cgroup
-//! v1, where each guest's thread joins its container's `cpu` and `cpuacct`
+//! The shim joins its sandbox's cgroup, so the kubelet's pod cgroup bounds
+//! and counts the memory the pod uses. A guest is a thread, and the kernel
+//! charges memory to a process, not a thread, so per-container memory
+//! limits stay with Wasmtime's limiter; CPU is per thread on cgroup v1,
+//! where each guest's thread joins its container's `cpu` and `cpuacct`
 //! cgroups with the container's quota and shares. Cgroup v2 allows threads
 //! in separate cgroups only inside a threaded subtree, which the kubelet's
 //! hierarchy is not, so there the pod's cgroup is the unit.
+//!
+//! On v1 the kernel charges a process's pages to the memory cgroup of its
+//! main thread, the owner of its address space. The shim's main thread
+//! alone joins the pod's cgroup, by writing `0`: moving a whole process
+//! takes a node-wide lock per controller, 15 to 20 ms of a pod's start on
+//! a small node. The server's other threads stay where the shim started,
+//! as runc's shim does; guests' threads join their containers' cgroups.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
+
+use crate::spec::{ContainerRole, ContainerSpec};
+
+/// Where the node's cgroups are mounted.
+pub const ROOT: &str = "/sys/fs/cgroup";
 
 /// Why a cgroup could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +158,7 @@ fn relative(path: &str) -> Result<PathBuf, CgroupError> {
 }
 
 /// A cgroup's directory in one hierarchy.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Dir {
     /// The controllers mounted there (`cpu,cpuacct`); empty for v2.
     controllers: String,
@@ -175,7 +187,7 @@ impl Dir {
 
 /// One cgroup: its directory in each controller's hierarchy (v1), or its
 /// one directory (v2).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cgroup {
     v2: bool,
     dirs: Vec<Dir>,
@@ -317,6 +329,136 @@ pub fn current(hierarchy: &Hierarchy) -> Option<Cgroup> {
     Some(Cgroup { v2, dirs })
 }
 
+/// Work for the process's main thread.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs jobs on the process's main thread, which [`MainThreadJobs`] serves:
+/// on cgroup v1 where that thread is decides where the kernel charges the
+/// whole process's memory.
+#[derive(Debug, Clone)]
+pub struct MainThread(tokio::sync::mpsc::UnboundedSender<Job>);
+
+/// The main thread's end of [`MainThread`].
+#[derive(Debug)]
+pub struct MainThreadJobs(tokio::sync::mpsc::UnboundedReceiver<Job>);
+
+impl MainThread {
+    /// A handle, and the jobs the main thread must take and run.
+    pub fn new() -> (Self, MainThreadJobs) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Self(tx), MainThreadJobs(rx))
+    }
+
+    /// Runs `job` on the main thread and waits for its result; call it
+    /// from a blocking thread. `None` if the main thread takes no more
+    /// jobs.
+    fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        self.0.send(job).ok()?;
+        rx.recv().ok()
+    }
+}
+
+impl MainThreadJobs {
+    /// The next job; `None` once every [`MainThread`] is gone.
+    pub async fn next(&mut self) -> Option<Job> {
+        self.0.recv().await
+    }
+}
+
+/// The node's hierarchy as one shim uses it: where its containers' cgroups
+/// are, and the cgroup the shim started in, which it returns to before its
+/// pod's cgroup is removed.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    hierarchy: Option<Hierarchy>,
+    home: Option<Cgroup>,
+    main_thread: Option<MainThread>,
+}
+
+impl Cgroups {
+    /// The hierarchy mounted at `root` and this process's place in it.
+    pub fn detect(root: &Path) -> Self {
+        let hierarchy = Hierarchy::detect(root);
+        let home = hierarchy.as_ref().and_then(current);
+        Self {
+            hierarchy,
+            home,
+            main_thread: None,
+        }
+    }
+
+    /// The same, moving the shim into a pod's cgroup by its main thread.
+    pub fn with_main_thread(&self, main: MainThread) -> Self {
+        Self {
+            main_thread: Some(main),
+            ..self.clone()
+        }
+    }
+
+    /// The cgroup `spec` names, with its limits applied; a sandbox's takes
+    /// the shim. Without one (no cgroupsPath, no usable hierarchy) the
+    /// guest still has its Wasmtime limits; why is logged.
+    pub fn join(&self, id: &str, spec: &ContainerSpec, pid: u32) -> Option<Cgroup> {
+        let path = spec.cgroups_path.as_deref()?;
+        let hierarchy = self.hierarchy.as_ref()?;
+        let sandbox = spec.role == ContainerRole::Sandbox;
+        let joined =
+            hierarchy
+                .create(path, !sandbox, &spec.limits)
+                .and_then(|cgroup| match cgroup {
+                    Some(c) if sandbox => self.add_shim(&c, pid).map(|()| Some(c)),
+                    other => Ok(other),
+                });
+        match joined {
+            Ok(cgroup) => {
+                tracing::debug!(%id, path, joined = cgroup.is_some(), "cgroup");
+                cgroup
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "the container's cgroup is not applied; its Wasmtime limits still are");
+                None
+            }
+        }
+    }
+
+    /// Moves the shim into a pod's cgroup: its main thread on v1 (see the
+    /// module's notes), else the whole process `pid`.
+    fn add_shim(&self, cgroup: &Cgroup, pid: u32) -> Result<(), CgroupError> {
+        if let Some(main) = self.main_thread.as_ref().filter(|_| !cgroup.v2) {
+            let pod = cgroup.clone();
+            if let Some(moved) = main.run(move || pod.add_current_thread()) {
+                return moved;
+            }
+        }
+        cgroup.add_process(pid)
+    }
+
+    /// Removes the cgroup of a deleted container; the shim leaves a
+    /// sandbox's first, every thread of it. A guest's thread may take a
+    /// moment to be gone.
+    pub fn leave(&self, id: &str, cgroup: &Cgroup, sandbox: bool, pid: u32) {
+        if sandbox
+            && let Some(home) = &self.home
+            && let Err(e) = home.add_process(pid)
+        {
+            tracing::warn!(%id, error = %e, "cannot leave the pod's cgroup");
+        }
+        let mut tries = 0;
+        while let Err(e) = cgroup.remove() {
+            tries += 1;
+            if tries == 50 {
+                tracing::warn!(%id, error = %e, "the container's cgroup is left behind");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +553,62 @@ mod tests {
         )
         .expect("write");
         assert_eq!(guest.cpu_ns(), Some(123_456));
+    }
+
+    fn sandbox_spec(cgroups_path: &str) -> ContainerSpec {
+        ContainerSpec {
+            role: ContainerRole::Sandbox,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            rootfs: "/bundle/rootfs".into(),
+            rootfs_readonly: false,
+            mounts: Vec::new(),
+            annotations: Default::default(),
+            cgroups_path: Some(cgroups_path.into()),
+            limits: Limits::default(),
+            network: crate::spec::Network::Host,
+        }
+    }
+
+    #[test]
+    fn on_v1_the_main_thread_alone_joins_the_pod() {
+        let root = v1_tree();
+        let (main, mut jobs) = MainThread::new();
+        // Stands in for the daemon's main thread.
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut ran = 0;
+                while let Some(job) = jobs.next().await {
+                    job();
+                    ran += 1;
+                }
+                ran
+            })
+        });
+        let cgroups = Cgroups::detect(root.path()).with_main_thread(main);
+        let pod = cgroups
+            .join("sb", &sandbox_spec("/kubepods/pod1/sb"), 42)
+            .expect("joined");
+        for c in ["cpu", "cpuacct", "memory", "pids"] {
+            let dir = root.path().join(c).join("kubepods/pod1/sb");
+            let tasks = fs::read_to_string(dir.join("tasks")).expect("tasks");
+            assert_eq!(tasks, "0", "{c}: the main thread moved itself");
+            assert!(!dir.join("cgroup.procs").exists(), "{c}: no process move");
+        }
+        drop((cgroups, pod));
+        assert_eq!(server.join().expect("server"), 1, "one job, on that thread");
+
+        // Without a main thread (or with one that stopped) the process moves.
+        let cgroups = Cgroups::detect(root.path());
+        cgroups
+            .join("sb2", &sandbox_spec("/kubepods/pod1/sb2"), 42)
+            .expect("joined");
+        let procs = root.path().join("memory/kubepods/pod1/sb2/cgroup.procs");
+        assert_eq!(fs::read_to_string(procs).expect("procs"), "42");
     }
 
     #[test]

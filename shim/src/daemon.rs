@@ -19,6 +19,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags, StartOpts};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cgroup::MainThread;
 use crate::engine::WasmEngine;
 use crate::service::TaskService;
 use crate::shim::ContainerdEvents;
@@ -139,9 +140,11 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let engine = Arc::new(WasmEngine::new(cache_dir)?);
     let exit = Arc::new(ExitSignal::default());
     let events = ContainerdEvents::new(publisher, flags.namespace.clone());
+    let (main_thread, mut main_jobs) = MainThread::new();
     let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(
         TaskService::new(engine.clone(), events, exit.clone())
-            .with_images(flags.address.clone(), flags.namespace.clone()),
+            .with_images(flags.address.clone(), flags.namespace.clone())
+            .with_main_thread(main_thread),
     );
 
     let v3 = create_task(service.clone());
@@ -176,9 +179,12 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     // guests: containerd stops the shim through the API.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // This future runs on the main thread (`block_on`), which takes the
+    // jobs only it can do.
     loop {
         tokio::select! {
             () = exit.wait() => break,
+            Some(job) = main_jobs.next() => job(),
             _ = term.recv() => tracing::debug!("ignoring SIGTERM; containerd shuts shims down"),
             _ = int.recv() => tracing::debug!("ignoring SIGINT"),
         }

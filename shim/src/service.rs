@@ -28,7 +28,7 @@ use wasmpod_oci::artifact::WasmLayer;
 use wasmpod_oci::{ContentStore, SourceError};
 
 use crate::capabilities::Grants;
-use crate::cgroup::{Cgroup, Hierarchy};
+use crate::cgroup::{Cgroups, MainThread};
 use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
 use crate::spec::{ContainerRole, ContainerSpec, Network};
@@ -55,70 +55,6 @@ pub struct TaskService<E> {
     /// The pod's network namespace, from its sandbox's spec.
     pod_network: Mutex<Option<Network>>,
     cgroups: Arc<Cgroups>,
-}
-
-/// Where the node's cgroups are mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// The node's cgroup hierarchy, and the cgroup the shim started in, which
-/// it returns to before its pod's cgroup is removed.
-struct Cgroups {
-    hierarchy: Option<Hierarchy>,
-    home: Option<Cgroup>,
-}
-
-impl Cgroups {
-    fn detect() -> Self {
-        let hierarchy = Hierarchy::detect(Path::new(CGROUP_ROOT));
-        let home = hierarchy.as_ref().and_then(crate::cgroup::current);
-        Self { hierarchy, home }
-    }
-
-    /// The cgroup `spec` names, with its limits applied; a sandbox's takes
-    /// the whole shim process. Without one (no cgroupsPath, no usable
-    /// hierarchy) the guest still has its Wasmtime limits; why is logged.
-    fn join(&self, id: &str, spec: &ContainerSpec, pid: u32) -> Option<Cgroup> {
-        let path = spec.cgroups_path.as_deref()?;
-        let hierarchy = self.hierarchy.as_ref()?;
-        let sandbox = spec.role == ContainerRole::Sandbox;
-        let joined =
-            hierarchy
-                .create(path, !sandbox, &spec.limits)
-                .and_then(|cgroup| match cgroup {
-                    Some(c) if sandbox => c.add_process(pid).map(|()| Some(c)),
-                    other => Ok(other),
-                });
-        match joined {
-            Ok(cgroup) => {
-                tracing::debug!(%id, path, joined = cgroup.is_some(), "cgroup");
-                cgroup
-            }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "the container's cgroup is not applied; its Wasmtime limits still are");
-                None
-            }
-        }
-    }
-
-    /// Removes the cgroup of a deleted container; a sandbox's shim process
-    /// leaves it first. A guest's thread may take a moment to be gone.
-    fn leave(&self, id: &str, cgroup: &Cgroup, sandbox: bool, pid: u32) {
-        if sandbox
-            && let Some(home) = &self.home
-            && let Err(e) = home.add_process(pid)
-        {
-            tracing::warn!(%id, error = %e, "cannot leave the pod's cgroup");
-        }
-        let mut tries = 0;
-        while let Err(e) = cgroup.remove() {
-            tries += 1;
-            if tries == 50 {
-                tracing::warn!(%id, error = %e, "the container's cgroup is left behind");
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
 }
 
 /// Where to find containers' images: containerd's gRPC socket and the
@@ -279,8 +215,16 @@ impl<E: EventSink> TaskService<E> {
             pid: std::process::id(),
             images: None,
             pod_network: Mutex::new(None),
-            cgroups: Arc::new(Cgroups::detect()),
+            cgroups: Arc::new(Cgroups::detect(Path::new(crate::cgroup::ROOT))),
         }
+    }
+
+    /// Lets a pod's sandbox move the shim into the pod's cgroup through
+    /// `main`, the way that avoids the kernel's node-wide lock (see
+    /// [`MainThread`]).
+    pub fn with_main_thread(mut self, main: MainThread) -> Self {
+        self.cgroups = Arc::new(self.cgroups.with_main_thread(main));
+        self
     }
 
     /// Lets the service read Wasm layers of images from containerd's

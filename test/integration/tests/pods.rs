@@ -357,8 +357,19 @@ fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
         tokio::time::sleep(spin).await;
         let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"));
         let threads = std::fs::read_to_string(dir.join("tasks"));
+        // The shim's memory is charged to the sandbox's memory cgroup,
+        // which its main thread joined.
+        let sandbox = Path::new("/sys/fs/cgroup/memory")
+            .join(running.cgroup_parent.trim_start_matches('/'))
+            .join(&running.sandbox_id);
+        let procs = std::fs::read_to_string(sandbox.join("cgroup.procs"));
+        let charged = std::fs::read_to_string(sandbox.join("memory.usage_in_bytes"));
         let stats = kubelet.stats(&id).await.expect("ContainerStats");
         kubelet.remove(&running).await.expect("pod removed");
+        let procs = procs.expect("the sandbox's memory cgroup");
+        assert_eq!(procs.lines().count(), 1, "the shim alone: {procs:?}");
+        let charged: u64 = charged.expect("usage").trim().parse().expect("a number");
+        assert!(charged > 1 << 20, "{charged} bytes charged to the pod");
         assert_eq!(quota.expect("the container's cgroup").trim(), "20000");
         assert!(
             threads.expect("its tasks").lines().count() >= 1,
