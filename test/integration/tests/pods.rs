@@ -369,7 +369,8 @@ fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
         let procs = procs.expect("the sandbox's memory cgroup");
         assert_eq!(procs.lines().count(), 1, "the shim alone: {procs:?}");
         let charged: u64 = charged.expect("usage").trim().parse().expect("a number");
-        assert!(charged > 1 << 20, "{charged} bytes charged to the pod");
+        // Only what the shim allocates after the move is charged there.
+        assert!(charged > 0, "no memory charged to the pod");
         assert_eq!(quota.expect("the container's cgroup").trim(), "20000");
         assert!(
             threads.expect("its tasks").lines().count() >= 1,
