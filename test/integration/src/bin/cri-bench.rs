@@ -193,13 +193,19 @@ fn pct(values: &[f64], p: f64) -> f64 {
     s[lo] + (s[hi] - s[lo]) * (k - lo as f64)
 }
 
-/// A `Name: N kB` field of /proc/PID/status or smaps_rollup, in KiB.
-fn kib(pid: u32, table: &str, field: &str) -> Result<u64> {
+/// `Name: N kB` fields of /proc/PID/status or smaps_rollup, in KiB, from
+/// one read: the kernel walks every mapping to produce smaps_rollup.
+fn kib<const N: usize>(pid: u32, table: &str, fields: [&str; N]) -> Result<[u64; N]> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{table}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/{table}").into())
+    let mut values = [0; N];
+    for (value, field) in values.iter_mut().zip(fields) {
+        *value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| format!("no {field} in /proc/{pid}/{table}"))?;
+    }
+    Ok(values)
 }
 
 /// Processes whose command line contains all of `words`.
@@ -278,12 +284,17 @@ async fn idle_memory(
         }
         let (mut rss, mut pss, mut all, mut private, mut processes) = (0, 0, 0, 0, 0);
         for &pid in &shims {
-            rss += kib(pid, "status", "VmRSS")?;
-            pss += kib(pid, "smaps_rollup", "Pss")?;
-            for p in tree(pid) {
-                all += kib(p, "smaps_rollup", "Pss")?;
-                private += kib(p, "smaps_rollup", "Private_Clean")?
-                    + kib(p, "smaps_rollup", "Private_Dirty")?;
+            let [vm_rss] = kib(pid, "status", ["VmRSS"])?;
+            rss += vm_rss;
+            // The tree starts with the shim itself.
+            for (i, p) in tree(pid).into_iter().enumerate() {
+                let [p_pss, clean, dirty] =
+                    kib(p, "smaps_rollup", ["Pss", "Private_Clean", "Private_Dirty"])?;
+                if i == 0 {
+                    pss += p_pss;
+                }
+                all += p_pss;
+                private += clean + dirty;
                 processes += 1;
             }
         }
@@ -388,10 +399,10 @@ async fn bench(runs: usize) -> Result<()> {
     println!();
     println!("| step | runc | wasmpod |");
     println!("|---|---:|---:|");
+    let wasm_p50s = wasm_phases.p50s();
     for (step, runc_ms) in native_phases.p50s() {
-        let ours = wasm_phases
-            .p50s()
-            .into_iter()
+        let ours = wasm_p50s
+            .iter()
             .find(|(s, _)| *s == step)
             .map_or_else(String::new, |(_, ms)| format!("{ms:.1}"));
         println!("| {step} | {runc_ms:.1} | {ours} |");
