@@ -155,6 +155,28 @@ our_shims() {
     pgrep -f -- "containerd-shim-.*-address $sock" || true
 }
 
+# The CNI portmap plugin (hostPort) adds node-wide nat chains on its first
+# use and never removes them; a pod's own rules go with the pod. Once no
+# wasmpod-test containerd runs and no hostPort rule is left on the node,
+# take the chains and the jumps to them out again.
+drop_hostport_chains() {
+    local other ipt rule
+    for other in "$run_root"/*/containerd.pid; do
+        [ -f "$other" ] && kill -0 "$(cat "$other")" 2>/dev/null && return 0
+    done
+    for ipt in iptables ip6tables; do
+        command -v "$ipt" >/dev/null || continue
+        # Only `-N CNI-HOSTPORT-DNAT` itself: no pod maps a port.
+        [ "$("$ipt" -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | wc -l)" = 1 ] || continue
+        { "$ipt" -t nat -S 2>/dev/null | grep -E '^-A (PREROUTING|INPUT|OUTPUT|POSTROUTING) .*-j CNI-HOSTPORT-' || true; } |
+            while read -r rule; do eval "\"$ipt\" -t nat -D ${rule#-A }"; done
+        for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-SETMARK CNI-HOSTPORT-MASQ; do
+            "$ipt" -t nat -F "$chain" 2>/dev/null || true
+            "$ipt" -t nat -X "$chain" 2>/dev/null || true
+        done
+    done
+}
+
 stop() {
     paths "$1"
     [ -d "$dir" ] || return 0
@@ -185,6 +207,7 @@ stop() {
     # The bridge the CNI plugin made for this suite's pods; the tests check
     # that each pod's network namespace went with its sandbox.
     ip link delete "$bridge" 2>/dev/null || true
+    drop_hostport_chains
     # runc and our shim remove their containers' cgroups; the per-namespace
     # parents (cgroupsPath /NAMESPACE/ID) stay, empty. Remove those of the
     # namespaces the tests use: rmdir leaves any that still hold something.

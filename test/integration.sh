@@ -18,6 +18,9 @@ stop_all() {
 }
 stop_all
 trap stop_all EXIT
+# portmap's node-wide chains must go with the suite unless they were here first.
+hostport_chains_before=no
+iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && hostport_chains_before=yes
 "$here/containerd.sh" start "$suite"
 "$here/registry.sh" start plain
 "$here/registry.sh" start auth
@@ -39,3 +42,9 @@ echo "== integration tests on containerd $("$WASMPOD_CTR" --version | awk '{prin
 # One at a time: the leak checks count every shim and mount of this containerd.
 # --workspace: the same feature set as the unit run, so nothing is rebuilt.
 cargo test --release --locked --workspace --test ctr --test artifacts --test pods -- --ignored --test-threads=1
+trap - EXIT
+stop_all
+if [ "$hostport_chains_before" = no ] && iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1; then
+    echo "integration.sh: portmap's CNI-HOSTPORT chains outlived containerd ($suite)" >&2
+    exit 1
+fi
