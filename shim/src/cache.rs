@@ -206,7 +206,7 @@ fn checksum_file(path: &Path) -> io::Result<String> {
     let mapped = unsafe { memmap2::Mmap::map(&file)? };
     // An entry not in the page cache (after a reboot, or evicted) is read
     // ahead in small pages here rather than by the faults of the hash
-    // below, whose readahead fills 2 MiB folios; see `WRITE_CHUNK`.
+    // below, whose readahead fills large folios; see `WRITE_CHUNK`.
     mapped.advise(memmap2::Advice::WillNeed)?;
     Ok(format!("{:032x}", xxh3(&mapped)))
 }
