@@ -348,20 +348,22 @@ fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
             serde_norway::from_str("limits: {cpu: 200m}").expect("resources");
         let running = kubelet.run(&pod).await.expect("pod runs");
         let (_, id) = running.containers[0].clone();
+        // The pod's cgroup in one cgroup v1 controller's hierarchy.
+        let pod_cgroup = |controller: &str| {
+            Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(running.cgroup_parent.trim_start_matches('/'))
+        };
         // cgroup v1 here: the guest's thread is in its container's cpu
         // cgroup, with the kubelet's quota for 200m.
-        let dir = Path::new("/sys/fs/cgroup/cpu")
-            .join(running.cgroup_parent.trim_start_matches('/'))
-            .join(&id);
+        let dir = pod_cgroup("cpu").join(&id);
         let spin = Duration::from_millis(1500);
         tokio::time::sleep(spin).await;
         let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"));
         let threads = std::fs::read_to_string(dir.join("tasks"));
         // The shim's memory is charged to the sandbox's memory cgroup,
         // which its main thread joined.
-        let sandbox = Path::new("/sys/fs/cgroup/memory")
-            .join(running.cgroup_parent.trim_start_matches('/'))
-            .join(&running.sandbox_id);
+        let sandbox = pod_cgroup("memory").join(&running.sandbox_id);
         let procs = std::fs::read_to_string(sandbox.join("cgroup.procs"));
         let charged = std::fs::read_to_string(sandbox.join("memory.usage_in_bytes"));
         let stats = kubelet.stats(&id).await.expect("ContainerStats");
@@ -383,9 +385,7 @@ fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
         // 0.2 CPU for 1.5 s is 300 ms; unthrottled it would be ~1500 ms.
         assert!(cpu > 50_000_000, "cpu {cpu} ns");
         assert!(cpu < 600_000_000, "not throttled: cpu {cpu} ns in {spin:?}");
-        let pod_dir =
-            Path::new("/sys/fs/cgroup/cpu").join(running.cgroup_parent.trim_start_matches('/'));
-        assert!(!pod_dir.exists(), "the pod's cgroup was left");
+        assert!(!pod_cgroup("cpu").exists(), "the pod's cgroup was left");
     });
 }
 
