@@ -12,6 +12,10 @@
 //!   pause and server processes;
 //! - where the start's time goes: each CRI call, and the wait for the
 //!   first answer after StartContainer.
+//!
+//! `cri-bench --one-pod` instead runs the wasi:http pod once, through a few
+//! requests and a stop, on a warm cache: the pod's part of the workload that
+//! test/hot-symbols.py profiles.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -34,15 +38,15 @@ const REQUESTS_PER_CONNECTION: usize = 500;
 const IDLE_PODS: usize = 3;
 
 fn main() -> ExitCode {
-    let runs = std::env::args()
-        .nth(1)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let arg = std::env::args().nth(1);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Box::<dyn Error>::from)
-        .and_then(|rt| rt.block_on(bench(runs)));
+        .and_then(|rt| match arg.as_deref() {
+            Some("--one-pod") => rt.block_on(one_pod()),
+            _ => rt.block_on(bench(arg.and_then(|r| r.parse().ok()).unwrap_or(10))),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -311,6 +315,30 @@ async fn idle_memory(
         kubelet.remove(p).await?;
     }
     measured
+}
+
+/// Requests that `--one-pod` sends.
+const ONE_POD_REQUESTS: usize = 20;
+
+async fn one_pod() -> Result<()> {
+    import_images()?;
+    let mut kubelet =
+        Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR"))).await?;
+    let (pod, ms) = start(&mut kubelet, &wasm_pod("one-pod")?).await?;
+    let answered = (|| -> Result<()> {
+        let mut c = Connection::open(addr(&pod)?, Duration::from_secs(30))?;
+        for n in 0..ONE_POD_REQUESTS {
+            let r = c.get(&format!("/one/{n}"), false)?;
+            if r.status != 200 {
+                return Err(format!("status {}: {}", r.status, r.body).into());
+            }
+        }
+        Ok(())
+    })();
+    kubelet.remove(&pod).await?;
+    answered?;
+    println!("one pod: first 200 after {ms:.1} ms, then {ONE_POD_REQUESTS} answers");
+    Ok(())
 }
 
 async fn bench(runs: usize) -> Result<()> {

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Which functions of the shim a node runs, for the linker's layout.
+
+A shim's code pages count in every pod's memory, and the kernel maps them
+in 64 KiB fault-around windows: a few hot functions scattered over the
+18 MB text keep most of it resident. shim/build.rs hands lld the list this
+script writes (shim/symbol-order.txt), so that those functions sit together.
+
+    test/hot-symbols.py FIXTURES_DIR      profile the release shim, write the list
+    test/hot-symbols.py --check BINARY    fail if the list no longer names BINARY's functions
+
+Profiling puts a uprobe on every function of target/release's shim, runs
+the workload (ctr runs of the test programs, one wasi:http pod through the
+CRI) on a warm compiled-code cache, and keeps the functions that ran:
+compilation, a cold start's work, stays out of the hot part. Needs root
+and tracefs; takes about 40 minutes, most of it the kernel adding and
+removing probes (it waits for an RCU grace period for each).
+"""
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+SHIM = os.path.join(TOP, "target/release/containerd-shim-wasmpod-v1")
+ORDER = os.path.join(TOP, "shim/symbol-order.txt")
+TRACEFS = next(
+    (p for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+     if os.path.exists(os.path.join(p, "uprobe_events"))),
+    None,
+)
+GROUP = "wasmpod_hot"
+SUITE = "bookworm"
+RUNTIME = "io.containerd.wasmpod.v1"
+IMAGE = "docker.io/wasmpod/test-programs:latest"
+# Below this share of listed names found in the binary, the list is stale
+# (a new toolchain or dependency renames every symbol) and must be redone.
+FRESH = 0.9
+HEADER = """\
+# Functions of containerd-shim-wasmpod-v1 that run on a node with a warm
+# compiled-code cache, which lld places first (shim/build.rs). Written by
+# test/hot-symbols.py; `make hot-symbols` redoes it after changes to the shim
+# or its dependencies. A stale list costs memory, never correctness.
+"""
+
+
+def functions(binary):
+    """(address, size, name) of the binary's functions, by address."""
+    out = subprocess.run(["nm", "-S", "--defined-only", binary],
+                         check=True, capture_output=True, text=True).stdout
+    seen = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[2] in "tT" and int(fields[1], 16):
+            seen.setdefault(int(fields[0], 16), fields[3])
+    return sorted(seen.items())
+
+
+def file_offset(binary):
+    """Maps a code address to its offset in the file (uprobes want that)."""
+    out = subprocess.run(["readelf", "-lW", binary],
+                         check=True, capture_output=True, text=True).stdout
+    segments = []
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == "LOAD" and "E" in f[6:-1]:
+            segments.append((int(f[2], 16), int(f[1], 16), int(f[5], 16)))
+
+    def offset(addr):
+        for vaddr, off, size in segments:
+            if vaddr <= addr < vaddr + size:
+                return addr - vaddr + off
+        raise ValueError(f"0x{addr:x} is in no executable segment")
+    return offset
+
+
+def workload(fixtures):
+    env = dict(os.environ)
+    out = subprocess.run([os.path.join(HERE, "containerd.sh"), "env", SUITE],
+                         check=True, capture_output=True, text=True).stdout
+    env.update(line.split("=", 1) for line in out.split())
+    env["WASMPOD_FIXTURES"] = fixtures
+    ctr = [env["WASMPOD_CTR"], "-a", env["WASMPOD_ADDRESS"], "-n", "hot"]
+
+    def run(*args, check=True):
+        subprocess.run(ctr + list(args), check=check, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run("images", "import", os.path.join(fixtures, "programs.tar"))
+    for program, args, succeeds in [
+        ("/hello.component.wasm", ["a", "b"], True),
+        ("/hello.wasm", ["a", "b"], True),
+        ("/exit_code.component.wasm", ["3"], False),
+        ("/trap.component.wasm", [], False),
+    ]:
+        done = subprocess.run(ctr + ["run", "--rm", "--runtime", RUNTIME, IMAGE, "hot",
+                                     program, *args],
+                              env=env, capture_output=True)
+        if (done.returncode == 0) != succeeds:
+            sys.exit(f"hot-symbols: {program} exited {done.returncode}: {done.stderr!r}")
+    for program, signal in [("/sleep.component.wasm", "SIGTERM"),
+                            ("/loop.component.wasm", "SIGKILL")]:
+        run("run", "-d", "--runtime", RUNTIME, IMAGE, "hot", program, "60")
+        run("task", "kill", "-s", signal, "hot")
+        subprocess.run(ctr + ["task", "wait", "hot"], env=env, capture_output=True)
+        run("task", "delete", "hot")
+        run("container", "delete", "hot")
+    subprocess.run([os.path.join(TOP, "target/release/cri-bench"), "--one-pod"],
+                   check=True, env=env)
+
+
+def write(path, text):
+    with open(os.path.join(TRACEFS, path), "w") as f:
+        f.write(text)
+
+
+def remove_probes():
+    """Disables and removes this script's probes, one a write. The kernel
+    waits for an RCU grace period (about 20 ms here) for each, both to
+    disable and to remove, and refused removing thousands as one group."""
+    events = os.path.join(TRACEFS, "events", GROUP)
+    if not os.path.exists(events):
+        return
+    write(f"events/{GROUP}/enable", "0")
+    fd = os.open(os.path.join(TRACEFS, "uprobe_events"), os.O_WRONLY | os.O_APPEND)
+    try:
+        for name in os.listdir(events):
+            if os.path.isdir(os.path.join(events, name)):
+                os.write(fd, f"-:{GROUP}/{name}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def profile(fixtures):
+    if TRACEFS is None:
+        sys.exit("hot-symbols: no tracefs with uprobe_events (mount -t tracefs none /sys/kernel/tracing)")
+    script = os.path.join(HERE, "containerd.sh")
+    subprocess.run([script, "stop", SUITE], check=True)
+    subprocess.run([script, "start", SUITE], check=True)
+    try:
+        workload(fixtures)  # fills the compiled-code cache
+        funcs = functions(SHIM)
+        offset = file_offset(SHIM)
+        print(f"hot-symbols: probing {len(funcs)} functions", file=sys.stderr)
+        # One probe a write: the parser does not join lines across writes.
+        fd = os.open(os.path.join(TRACEFS, "uprobe_events"), os.O_WRONLY | os.O_APPEND)
+        try:
+            for i, (addr, _) in enumerate(funcs):
+                os.write(fd, f"p:{GROUP}/f{i} {SHIM}:0x{offset(addr):x}\n".encode())
+        finally:
+            os.close(fd)
+        write("tracing_on", "0")  # hits are counted without the ring buffer
+        write(f"events/{GROUP}/enable", "1")
+        workload(fixtures)
+        hit = set()  # read while enabled: disabling takes minutes
+        with open(os.path.join(TRACEFS, "uprobe_profile")) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[1].startswith("f") and fields[2] != "0":
+                    hit.add(int(fields[1][1:]))
+        # Address order: what ran together stays near what it calls.
+        names = [name for i, (_, name) in enumerate(funcs) if i in hit]
+        with open(ORDER, "w") as f:
+            f.write(HEADER)
+            f.writelines(n + "\n" for n in names)
+        print(f"hot-symbols: {len(names)} functions ran; wrote {ORDER}", file=sys.stderr)
+    finally:
+        print("hot-symbols: removing the probes (about 20 minutes)", file=sys.stderr)
+        remove_probes()
+        write("tracing_on", "1")
+        subprocess.run([script, "stop", SUITE], check=True)
+
+
+def check(binary):
+    with open(ORDER) as f:
+        listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    present = {name for _, name in functions(binary)}
+    found = sum(n in present for n in listed)
+    share = found / len(listed) if listed else 0.0
+    print(f"hot-symbols: {found} of the {len(listed)} listed functions are in {binary}")
+    if share < FRESH:
+        sys.exit(f"hot-symbols: {ORDER} is stale ({share:.0%} found): run `make hot-symbols`")
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        check(sys.argv[2])
+    elif len(sys.argv) == 2:
+        profile(os.path.abspath(sys.argv[1]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
