@@ -3,7 +3,7 @@
 
 A shim's code pages count in every pod's memory, and the kernel maps them
 in 64 KiB fault-around windows: a few hot functions scattered over the
-18 MB text keep most of it resident. shim/build.rs hands lld the list this
+19 MB text keep most of it resident. shim/build.rs hands lld the list this
 script writes (shim/symbol-order.txt), so that those functions sit together.
 
     test/hot-symbols.py FIXTURES_DIR      profile the release shim, write the list
