@@ -40,10 +40,11 @@ class Containerd:
         self.script = script
         subprocess.run([script, "stop", suite], check=True)
         subprocess.run([script, "start", suite], check=True)
-        env = dict(line.split("=", 1) for line in sh(script, "env", suite).stdout.split())
-        self.ctr_bin, self.sock = env["WASMPOD_CTR"], env["WASMPOD_ADDRESS"]
-        self.wasm_cache = env["WASMPOD_WASM_CACHE"]
-        self.log = env["WASMPOD_CONTAINERD_LOG"]
+        # What test/containerd.sh says to talk to it, for child processes too.
+        self.env = dict(line.split("=", 1) for line in sh(script, "env", suite).stdout.split())
+        self.ctr_bin, self.sock = self.env["WASMPOD_CTR"], self.env["WASMPOD_ADDRESS"]
+        self.wasm_cache = self.env["WASMPOD_WASM_CACHE"]
+        self.log = self.env["WASMPOD_CONTAINERD_LOG"]
 
     def ctr(self, *args, check=True):
         return subprocess.run(
@@ -291,8 +292,7 @@ def cri_bench(fixtures, suite, runs):
     native twin under runc (target/release/cri-bench prints the tables)."""
     c = Containerd(suite)
     try:
-        env = dict(os.environ, WASMPOD_FIXTURES=fixtures)
-        env.update(line.split("=", 1) for line in sh(c.script, "env", suite).stdout.split())
+        env = dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env)
         version = sh(c.ctr_bin, "--version").stdout.split()[2]
         out = subprocess.run([os.path.join(TOP, "target/release/cri-bench"), str(runs)],
                              env=env, capture_output=True, text=True)

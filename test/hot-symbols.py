@@ -21,8 +21,9 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
+from bench import Containerd  # test/bench.py, beside this script
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.join(TOP, "target/release/containerd-shim-wasmpod-v1")
 ORDER = os.path.join(TOP, "shim/symbol-order.txt")
 TRACEFS = next(
@@ -75,39 +76,27 @@ def file_offset(binary):
     return offset
 
 
-def workload(fixtures):
-    env = dict(os.environ)
-    out = subprocess.run([os.path.join(HERE, "containerd.sh"), "env", SUITE],
-                         check=True, capture_output=True, text=True).stdout
-    env.update(line.split("=", 1) for line in out.split())
-    env["WASMPOD_FIXTURES"] = fixtures
-    ctr = [env["WASMPOD_CTR"], "-a", env["WASMPOD_ADDRESS"], "-n", "hot"]
-
-    def run(*args, check=True):
-        subprocess.run(ctr + list(args), check=check, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    run("images", "import", os.path.join(fixtures, "programs.tar"))
+def workload(c, fixtures):
+    c.ctr("images", "import", os.path.join(fixtures, "programs.tar"))
     for program, args, succeeds in [
         ("/hello.component.wasm", ["a", "b"], True),
         ("/hello.wasm", ["a", "b"], True),
         ("/exit_code.component.wasm", ["3"], False),
         ("/trap.component.wasm", [], False),
     ]:
-        done = subprocess.run(ctr + ["run", "--rm", "--runtime", RUNTIME, IMAGE, "hot",
-                                     program, *args],
-                              env=env, capture_output=True)
+        done = c.ctr("run", "--rm", "--runtime", RUNTIME, IMAGE, "hot", program, *args,
+                     check=False)
         if (done.returncode == 0) != succeeds:
             sys.exit(f"hot-symbols: {program} exited {done.returncode}: {done.stderr!r}")
     for program, signal in [("/sleep.component.wasm", "SIGTERM"),
                             ("/loop.component.wasm", "SIGKILL")]:
-        run("run", "-d", "--runtime", RUNTIME, IMAGE, "hot", program, "60")
-        run("task", "kill", "-s", signal, "hot")
-        subprocess.run(ctr + ["task", "wait", "hot"], env=env, capture_output=True)
-        run("task", "delete", "hot")
-        run("container", "delete", "hot")
+        c.ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "hot", program, "60")
+        c.ctr("task", "kill", "-s", signal, "hot")
+        c.ctr("task", "wait", "hot", check=False)  # its status is the signal's
+        c.ctr("task", "delete", "hot")
+        c.ctr("container", "delete", "hot")
     subprocess.run([os.path.join(TOP, "target/release/cri-bench"), "--one-pod"],
-                   check=True, env=env)
+                   check=True, env=dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env))
 
 
 def write(path, text):
@@ -122,6 +111,7 @@ def remove_probes():
     events = os.path.join(TRACEFS, "events", GROUP)
     if not os.path.exists(events):
         return
+    print("hot-symbols: removing the probes (about 20 minutes)", file=sys.stderr)
     write(f"events/{GROUP}/enable", "0")
     fd = os.open(os.path.join(TRACEFS, "uprobe_events"), os.O_WRONLY | os.O_APPEND)
     try:
@@ -135,11 +125,9 @@ def remove_probes():
 def profile(fixtures):
     if TRACEFS is None:
         sys.exit("hot-symbols: no tracefs with uprobe_events (mount -t tracefs none /sys/kernel/tracing)")
-    script = os.path.join(HERE, "containerd.sh")
-    subprocess.run([script, "stop", SUITE], check=True)
-    subprocess.run([script, "start", SUITE], check=True)
+    c = Containerd(SUITE)  # a fresh one
     try:
-        workload(fixtures)  # fills the compiled-code cache
+        workload(c, fixtures)  # fills the compiled-code cache
         funcs = functions(SHIM)
         offset = file_offset(SHIM)
         print(f"hot-symbols: probing {len(funcs)} functions", file=sys.stderr)
@@ -152,7 +140,7 @@ def profile(fixtures):
             os.close(fd)
         write("tracing_on", "0")  # hits are counted without the ring buffer
         write(f"events/{GROUP}/enable", "1")
-        workload(fixtures)
+        workload(c, fixtures)
         hit = set()  # read while enabled: disabling takes minutes
         with open(os.path.join(TRACEFS, "uprobe_profile")) as f:
             for line in f:
@@ -166,10 +154,9 @@ def profile(fixtures):
             f.writelines(n + "\n" for n in names)
         print(f"hot-symbols: {len(names)} functions ran; wrote {ORDER}", file=sys.stderr)
     finally:
-        print("hot-symbols: removing the probes (about 20 minutes)", file=sys.stderr)
         remove_probes()
         write("tracing_on", "1")
-        subprocess.run([script, "stop", SUITE], check=True)
+        c.stop()
 
 
 def check(binary):

@@ -157,16 +157,17 @@ impl Phases {
     }
 }
 
-/// Sends the bounded load to `to`: requests per second, and the p50 and p99
-/// of one request's latency in ms.
-fn load(to: SocketAddr) -> Result<(f64, f64, f64)> {
+/// Sends `requests` GETs on each of `connections` keep-alive connections
+/// to `to`: requests per second, and the p50 and p99 of one request's
+/// latency in ms.
+fn load(to: SocketAddr, connections: usize, requests: usize) -> Result<(f64, f64, f64)> {
     let started = Instant::now();
-    let workers: Vec<_> = (0..CONNECTIONS)
+    let workers: Vec<_> = (0..connections)
         .map(|i| {
             std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
                 let mut c = Connection::open(to, Duration::from_secs(30))?;
-                let mut times = Vec::with_capacity(REQUESTS_PER_CONNECTION);
-                for n in 0..REQUESTS_PER_CONNECTION {
+                let mut times = Vec::with_capacity(requests);
+                for n in 0..requests {
                     let t = Instant::now();
                     let r = c.get(&format!("/load/{i}/{n}"), false)?;
                     if r.status != 200 {
@@ -325,16 +326,7 @@ async fn one_pod() -> Result<()> {
     let mut kubelet =
         Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR"))).await?;
     let (pod, ms) = start(&mut kubelet, &wasm_pod("one-pod")?).await?;
-    let answered = (|| -> Result<()> {
-        let mut c = Connection::open(addr(&pod)?, Duration::from_secs(30))?;
-        for n in 0..ONE_POD_REQUESTS {
-            let r = c.get(&format!("/one/{n}"), false)?;
-            if r.status != 200 {
-                return Err(format!("status {}: {}", r.status, r.body).into());
-            }
-        }
-        Ok(())
-    })();
+    let answered = addr(&pod).and_then(|to| load(to, 1, ONE_POD_REQUESTS));
     kubelet.remove(&pod).await?;
     answered?;
     println!("one pod: first 200 after {ms:.1} ms, then {ONE_POD_REQUESTS} answers");
@@ -374,7 +366,7 @@ async fn bench(runs: usize) -> Result<()> {
         ("wasm", wasm_pod),
     ] {
         let (pod, _) = start(&mut kubelet, &make(&format!("load-{label}"))?).await?;
-        let measured = load(addr(&pod)?);
+        let measured = load(addr(&pod)?, CONNECTIONS, REQUESTS_PER_CONNECTION);
         if measured.is_err() {
             // What the server said about it.
             let logs = kubelet.logs(&pod, "web").unwrap_or_default();
