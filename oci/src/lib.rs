@@ -15,7 +15,9 @@ pub mod verify;
 pub use content::{ContentError, ContentStore};
 pub use image::{ImageFile, ImageSpec, write_image_archive};
 pub use kind::{Preamble, WasmKind};
-pub use rootfs::{MAX_WASM_SIZE, RootfsWasm, SourceError, identify_in_rootfs, read_from_rootfs};
+pub use rootfs::{
+    DigestMemo, MAX_WASM_SIZE, RootfsWasm, SourceError, identify_in_rootfs, read_from_rootfs,
+};
 
 /// The bytes of one Wasm program and what identifies them.
 #[derive(Debug, Clone)]

@@ -221,7 +221,7 @@ const WRITE_CHUNK: usize = 64 << 10;
 
 /// Writes `bytes` to a unique temp file beside `path`, then renames it over
 /// `path`, so readers see the old entry or the new one, never half of one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_extension(format!(
         "tmp.{}.{}",

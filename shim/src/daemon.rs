@@ -83,9 +83,18 @@ pub async fn start(flags: &Flags) -> Result<(), DaemonError> {
         debug: flags.debug,
         ..Default::default()
     };
-    let address = containerd_shim::spawn(opts, &grouping, Vec::new())
-        .await
-        .map_err(DaemonError::Spawn)?;
+    let address = opts.socket_address(&grouping);
+    if serving(&address) {
+        // A pod's later containers join the server its sandbox started:
+        // spawning a server only to have it find the socket taken costs a
+        // process start on every container start.
+        crate::logging::init_fifo_only(flags.debug);
+        tracing::info!(socket = %address, "joining the pod's running shim");
+    } else {
+        containerd_shim::spawn(opts, &grouping, Vec::new())
+            .await
+            .map_err(DaemonError::Spawn)?;
+    }
     // `delete` and a restarted containerd find the server through this file.
     std::fs::write("address", &address)?;
     use std::io::Write;
@@ -93,6 +102,11 @@ pub async fn start(flags: &Flags) -> Result<(), DaemonError> {
     stdout.write_all(address.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+/// Whether a server answers on `address` (`unix://PATH`).
+fn serving(address: &str) -> bool {
+    UnixStream::connect(address.strip_prefix("unix://").unwrap_or(address)).is_ok()
 }
 
 /// The server: serves the task API until containerd shuts the last task
@@ -110,9 +124,9 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            if UnixStream::connect(&path).is_ok() {
-                // Another container of this pod got here first: its server
-                // serves us too.
+            if serving(&path) {
+                // Another container of this pod started at the same time
+                // and got here first: its server serves us too.
                 std::fs::write("address", &flags.socket)?;
                 tracing::info!(socket = %flags.socket, "joining the pod's running shim");
                 return Ok(());

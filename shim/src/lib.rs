@@ -10,6 +10,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod cgroup;
 pub mod daemon;
+pub mod digests;
 pub mod engine;
 pub mod error;
 pub mod guest;

@@ -21,14 +21,16 @@ use containerd_shim::protos::events::task::{
 };
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
 
 use wasmpod_oci::artifact::WasmLayer;
-use wasmpod_oci::{ContentStore, SourceError};
+use wasmpod_oci::{ContentStore, DigestMemo, SourceError};
 
 use crate::capabilities::Grants;
 use crate::cgroup::{Cgroups, MainThread};
+use crate::digests::LayerDigests;
 use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
 use crate::spec::{ContainerRole, ContainerSpec, Network};
@@ -107,10 +109,12 @@ fn load_program(
     runtime: &tokio::runtime::Handle,
     id: &str,
     spec: &ContainerSpec,
+    memo: Option<&LayerDigests>,
     grants: &Grants,
 ) -> Result<Program, TaskError> {
     let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
-    let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint) {
+    let memo = memo.map(|m| m as &dyn DigestMemo);
+    let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint, memo) {
         Ok(found) => {
             let (program, how, digest) =
                 match engine.prepare_cached(&found.digest, &found.origin)? {
@@ -276,7 +280,9 @@ impl<E: EventSink> TaskService<E> {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
         };
-        let prepared = self.prepare(&req.id, bundle, spec, stdio_paths).await;
+        let prepared = self
+            .prepare(&req.id, bundle, spec, &req.rootfs, stdio_paths)
+            .await;
         let mut task = match prepared {
             Ok(task) => task,
             Err(e) => {
@@ -319,6 +325,7 @@ impl<E: EventSink> TaskService<E> {
         id: &str,
         bundle: PathBuf,
         spec: ContainerSpec,
+        rootfs: &[Mount],
         stdio_paths: StdioPaths,
     ) -> Result<Task, TaskError> {
         let mut spec = spec;
@@ -328,6 +335,7 @@ impl<E: EventSink> TaskService<E> {
         let cgroups = self.cgroups.clone();
         let pid = self.pid;
         let id = id.to_owned();
+        let rootfs = rootfs.to_vec();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let grants = Grants::for_container(&spec)?;
@@ -336,14 +344,18 @@ impl<E: EventSink> TaskService<E> {
                     tracing::info!(%id, "pod sandbox created");
                     None
                 }
-                ContainerRole::Guest => Some(load_program(
-                    &engine,
-                    images.as_deref(),
-                    &runtime,
-                    &id,
-                    &spec,
-                    &grants,
-                )?),
+                ContainerRole::Guest => {
+                    let memo = LayerDigests::for_rootfs(&rootfs, engine.cache().dir());
+                    Some(load_program(
+                        &engine,
+                        images.as_deref(),
+                        &runtime,
+                        &id,
+                        &spec,
+                        memo.as_ref(),
+                        &grants,
+                    )?)
+                }
             };
             let stdio = stdio_paths.open()?;
             let cgroup = cgroups.join(&id, &spec, pid);

@@ -387,6 +387,11 @@ fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
         assert!(text(&out.stdout).starts_with("hello from wasm\n"), "{what}");
     };
     hello("first run");
+    // The image's layers do not change, so the second run recalls the
+    // digest the first one computed.
+    let recalled_before = count_in_log("digest recalled for the image layers");
+    hello("second run");
+    assert!(count_in_log("digest recalled for the image layers") > recalled_before);
     let artifacts: Vec<PathBuf> = std::fs::read_dir(&env().wasm_cache)
         .expect("the cache directory exists after a run")
         .map(|e| e.expect("entry").path())
