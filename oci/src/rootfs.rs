@@ -305,6 +305,7 @@ mod tests {
             );
         }
     }
+
     /// Hands out one digest and keeps what it is told.
     struct Memo {
         known: Option<String>,
