@@ -1,56 +1,85 @@
 # wasmpod: `make demo` shows it, `make test` proves it, `make bench` measures it.
 # Everything runs as root on a Debian bookworm machine; see README.md.
+#
+# Builds and downloads go to one place outside the checkout (test/paths.sh:
+# /var/cache/wasmpod as root; CARGO_TARGET_DIR and WASMPOD_CACHE_ROOT move it).
 
 SHELL := /bin/bash
 CARGO ?= cargo
-FIXTURES := $(CURDIR)/target/fixtures
+# Each recipe line starts from the same paths (test/paths.sh).
+PATHS := . test/paths.sh &&
+TIMED := test/timed.sh
 # Debian releases whose containerd the integration tests run against.
 SUITES ?= bookworm trixie forky
+# Narrowing an integration run: test files (ctr artifacts pods), a test-name
+# filter, and KEEP=1 to leave containerd running for the next run.
+TESTS ?=
+TEST ?=
+KEEP ?=
+export WASMPOD_TESTS := $(TESTS)
+export WASMPOD_KEEP := $(KEEP)
+# The shipped binaries' smoke tests, which `make bench` runs on them.
+SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
+	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures demo test unit integration bench hot-symbols lint clean
+.PHONY: all deps build fixtures demo test unit integration dist bench hot-symbols lint clean
 
 all: build
 
 deps:
-	test/deps.sh
+	$(TIMED) deps test/deps.sh
 
-# One profile for everything (release): Wasmtime is built once, and tests,
-# demo and benchmark exercise the binary that ships.
-# Always these three together: Cargo unifies their dependencies' features,
-# and the shim's symbol names, which shim/symbol-order.txt lists, follow them.
+# Tests and the demo build the quick profile (Cargo.toml): optimised
+# dependencies, no LTO, incremental. Every target of the workspace at once,
+# as `cargo test --workspace` sees them: Cargo unifies dependencies' features
+# over what one invocation builds, so the tests then rebuild nothing.
 build: deps
-	$(CARGO) build --release --locked -p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
+	$(PATHS) $(TIMED) build $(CARGO) build --profile quick --locked --workspace --all-targets
 
 fixtures: build
-	test/wasm/build.sh $(FIXTURES)
+	$(PATHS) $(TIMED) fixtures test/wasm/build.sh "$$WASMPOD_FIXTURES"
 
 demo: fixtures
-	test/demo.sh $(FIXTURES)
+	$(PATHS) test/demo.sh "$$WASMPOD_FIXTURES"
 
 test: unit integration
 
-unit: build
-	$(CARGO) test --release --locked --workspace
-	test/hot-symbols.py --check target/release/containerd-shim-wasmpod-v1
+# Needs no root, no containerd and no network: the tests that do are
+# #[ignore]d and run by `integration`.
+unit:
+	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace
 
 integration: fixtures
-	@for suite in $(SUITES); do test/integration.sh $$suite $(FIXTURES) || exit 1; done
+	@$(PATHS) for suite in $(SUITES); do \
+		$(TIMED) "integration $$suite" test/integration.sh $$suite "$$WASMPOD_FIXTURES" $(TEST) || exit 1; \
+	done
 
-bench: fixtures
-	$(CARGO) build --release --locked -p wasmpod-integration --bin create-container --bin cri-bench
-	test/bench.py $(FIXTURES)
+# What ships: the release profile (fat LTO, one codegen unit, the hot
+# functions first through shim/symbol-order.txt), in $CARGO_TARGET_DIR/release.
+dist: deps
+	$(PATHS) $(TIMED) dist $(CARGO) build --release --locked \
+		-p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
+	@$(PATHS) echo "shipped binaries: $$CARGO_TARGET_DIR/release/{containerd-shim-wasmpod-v1,wasmpod}"
+
+# Measures the shipped binaries, after their smoke tests.
+bench: fixtures dist
+	$(PATHS) $(CARGO) build --release --locked -p wasmpod-integration --bin create-container --bin cri-bench
+	$(PATHS) test/hot-symbols.py --report "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1"
+	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" WASMPOD_TESTS=ctr WASMPOD_KEEP= \
+		$(TIMED) "smoke tests of the release shim" test/integration.sh bookworm "$$WASMPOD_FIXTURES" $(SMOKE)
+	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" test/bench.py "$$WASMPOD_FIXTURES"
 
 # Profiles which of the shim's functions run, for the linker's layout
-# (shim/build.rs); redo after changing the shim or its dependencies.
-hot-symbols: fixtures
-	$(CARGO) build --release --locked -p wasmpod-integration --bin cri-bench
-	test/hot-symbols.py $(FIXTURES)
-	$(MAKE) build
+# (shim/build.rs); redo when `make bench` reports the list stale.
+hot-symbols: fixtures dist
+	$(PATHS) $(CARGO) build --release --locked -p wasmpod-integration --bin cri-bench
+	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" test/hot-symbols.py "$$WASMPOD_FIXTURES"
+	$(MAKE) dist
 
 lint:
-	$(CARGO) fmt --all --check
-	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	$(TIMED) fmt $(CARGO) fmt --all --check
+	$(PATHS) $(TIMED) clippy $(CARGO) clippy --profile quick --locked --workspace --all-targets -- -D warnings
 
+# Stops the test containerds; the build cache stays (rm -rf it by hand).
 clean:
 	for suite in $(SUITES); do test/containerd.sh stop $$suite; done
-	$(CARGO) clean

@@ -23,7 +23,17 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
+
+
+def paths():
+    """test/paths.sh's variables: where the build and its caches are."""
+    out = subprocess.run([os.path.join(HERE, "paths.sh")], check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+# The binaries measured: the shipped (release) ones under `make bench`.
+BIN = paths()["WASMPOD_BIN"]
 REGISTRY = os.path.join(HERE, "registry.sh")
 RUNTIME = "io.containerd.wasmpod.v1"
 NS = "bench"
@@ -94,6 +104,20 @@ def proc_kib(pid, table, field):
     raise KeyError(field)
 
 
+def text_kib(pid):
+    """Resident KiB of the shim binary's executable mappings: what the
+    symbol order (shim/symbol-order.txt) keeps small."""
+    total, in_text = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                in_text = "x" in fields[1] and fields[-1].endswith("/containerd-shim-wasmpod-v1")
+            elif in_text and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
 def spawn_guest(c, name, program):
     """`ctr run --rm` of a test program in the background."""
     return subprocess.Popen(
@@ -123,9 +147,10 @@ def shim_memory(c, cold):
     time.sleep(0.2)
     (pid,) = shim_pids(c.sock)
     hwm, rss = proc_kib(pid, "status", "VmHWM"), proc_kib(pid, "status", "VmRSS")
+    text = text_kib(pid)
     c.ctr("tasks", "kill", "-s", "SIGKILL", name)
     proc.wait(timeout=30)
-    return hwm, rss
+    return hwm, rss, text
 
 
 def pods_memory(c, pods):
@@ -192,7 +217,7 @@ class Artifacts:
 
     def __init__(self, c):
         self.c = c
-        self.create = os.path.join(TOP, "target/release/create-container")
+        self.create = os.path.join(BIN, "create-container")
         self.spec = json.loads(c.ctr("oci", "spec").stdout)
         self.spec_dir = os.path.join(os.path.dirname(c.wasm_cache), "bench-specs")
         os.makedirs(self.spec_dir, exist_ok=True)
@@ -230,7 +255,7 @@ class Artifacts:
 def artifact_bench(fixtures, suite, runs):
     """Pushes the hello and the 5 MB component with `wasmpod push` to a
     private registry and measures them through containerd `suite`."""
-    cli = os.path.join(TOP, "target/release/wasmpod")
+    cli = os.path.join(BIN, "wasmpod")
     subprocess.run([REGISTRY, "stop", "plain"], check=True)
     subprocess.run([REGISTRY, "start", "plain"], check=True)
     try:
@@ -289,12 +314,12 @@ def artifact_bench(fixtures, suite, runs):
 
 def cri_bench(fixtures, suite, runs):
     """Pods through containerd's CRI: the wasi:http example pod against its
-    native twin under runc (target/release/cri-bench prints the tables)."""
+    native twin under runc (cri-bench prints the tables)."""
     c = Containerd(suite)
     try:
         env = dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env)
         version = sh(c.ctr_bin, "--version").stdout.split()[2]
-        out = subprocess.run([os.path.join(TOP, "target/release/cri-bench"), str(runs)],
+        out = subprocess.run([os.path.join(BIN, "cri-bench"), str(runs)],
                              env=env, capture_output=True, text=True)
     finally:
         c.stop()
@@ -332,8 +357,8 @@ def main():
             shutil.rmtree(c.wasm_cache, ignore_errors=True)
             cold.append(timed_run(c, f"cold-{i}", wasm, wasm_img, ["/hello.wasm"]))
             warm.append(timed_run(c, f"warm-{i}", wasm, wasm_img, ["/hello.wasm"]))
-        hwm_cold, _ = shim_memory(c, cold=True)
-        hwm_warm, rss_warm = shim_memory(c, cold=False)
+        hwm_cold, _, _ = shim_memory(c, cold=True)
+        hwm_warm, rss_warm, text_warm = shim_memory(c, cold=False)
         kill_runs = max(5, a.runs // 3)
         kills = kill_latency(c, kill_runs)
         inner_kills = shim_kill_ms(c.log, [f"kill-{i}" for i in range(kill_runs)])
@@ -342,6 +367,9 @@ def main():
         c.stop()
 
     base = pct(runc, 50)
+    print()
+    print(f"shim under test: {os.path.join(BIN, 'containerd-shim-wasmpod-v1')} "
+          f"(Cargo profile {os.path.basename(BIN)})")
     print()
     print(f"containerd {version} (Debian {a.suite}), {a.runs} runs each, "
           f"{os.cpu_count()} CPUs; times are wall-clock ms of `ctr run --rm`")
@@ -360,6 +388,7 @@ def main():
     print("|---|---:|")
     print(f"| peak RSS (VmHWM), warm cache | {hwm_warm} |")
     print(f"| RSS while running, warm cache | {rss_warm} |")
+    print(f"| of it, the shim's own code (resident text) | {text_warm} |")
     print(f"| peak RSS (VmHWM), cold cache (compiles) | {hwm_cold} |")
     print(f"| per pod with 5 pods running: PSS (shared code split between shims) | {pod_pss:.0f} |")
     print(f"| per pod with 5 pods running: private dirty memory | {pod_private:.0f} |")

@@ -12,10 +12,11 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-cache=${WASMPOD_CACHE:-$top/target/wasmpod-cache}
+. "$here/paths.sh"
+cache=$WASMPOD_CACHE
 run_root=${WASMPOD_RUN:-/run/wasmpod-test}
-shim_dir=${WASMPOD_SHIM_DIR:-$top/target/release}
+# The shim containerd runs: the build's (tests), or the shipped one (bench).
+shim_dir=${WASMPOD_SHIM_DIR:-$WASMPOD_BIN}
 
 die() { echo "containerd.sh: $*" >&2; exit 1; }
 
@@ -70,7 +71,7 @@ sandbox_image=wasmpod.test/pause:1
 start() {
     paths "$1"
     [ -x "$bin/containerd" ] || fetch "$1"
-    [ -x "$shim_dir/containerd-shim-wasmpod-v1" ] || die "no shim in $shim_dir: run 'make build'"
+    [ -x "$shim_dir/containerd-shim-wasmpod-v1" ] || die "no shim in $shim_dir: run 'make build' (or 'make dist' for the release one)"
     if [ -S "$sock" ] && "$bin/ctr" -a "$sock" version >/dev/null 2>&1; then return; fi
     mkdir -p "$dir/root" "$dir/state" "$dir/cni/net.d" "$dir/pods"
     # One version 2 config for every containerd: 2.x converts it to version 3.

@@ -6,10 +6,10 @@ in 64 KiB fault-around windows: a few hot functions scattered over the
 19 MB text keep most of it resident. shim/build.rs hands lld the list this
 script writes (shim/symbol-order.txt), so that those functions sit together.
 
-    test/hot-symbols.py FIXTURES_DIR      profile the release shim, write the list
-    test/hot-symbols.py --check BINARY    fail if the list no longer names BINARY's functions
+    test/hot-symbols.py FIXTURES_DIR      profile the shim in $WASMPOD_BIN, write the list
+    test/hot-symbols.py --report BINARY   say how much of the list BINARY still has
 
-Profiling puts a uprobe on every function of target/release's shim, runs
+Profiling puts a uprobe on every function of the release shim, runs
 the workload (ctr runs of the test programs, one wasi:http pod through the
 CRI) on a warm compiled-code cache, and keeps the functions that ran:
 compilation, a cold start's work, stays out of the hot part. Needs root
@@ -21,10 +21,10 @@ import os
 import subprocess
 import sys
 
-from bench import Containerd  # test/bench.py, beside this script
+from bench import BIN, Containerd  # test/bench.py, beside this script
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIM = os.path.join(TOP, "target/release/containerd-shim-wasmpod-v1")
+SHIM = os.path.join(BIN, "containerd-shim-wasmpod-v1")
 ORDER = os.path.join(TOP, "shim/symbol-order.txt")
 TRACEFS = next(
     (p for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -95,7 +95,7 @@ def workload(c, fixtures):
         c.ctr("task", "wait", "hot", check=False)  # its status is the signal's
         c.ctr("task", "delete", "hot")
         c.ctr("container", "delete", "hot")
-    subprocess.run([os.path.join(TOP, "target/release/cri-bench"), "--one-pod"],
+    subprocess.run([os.path.join(BIN, "cri-bench"), "--one-pod"],
                    check=True, env=dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env))
 
 
@@ -159,20 +159,22 @@ def profile(fixtures):
         c.stop()
 
 
-def check(binary):
+def report(binary):
+    """A stale list costs memory, not correctness: this says so and goes on."""
     with open(ORDER) as f:
         listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
     present = {name for _, name in functions(binary)}
     found = sum(n in present for n in listed)
     share = found / len(listed) if listed else 0.0
-    print(f"hot-symbols: {found} of the {len(listed)} listed functions are in {binary}")
+    print(f"hot-symbols: {found} of the {len(listed)} listed functions ({share:.0%}) are in {binary}")
     if share < FRESH:
-        sys.exit(f"hot-symbols: {ORDER} is stale ({share:.0%} found): run `make hot-symbols`")
+        print(f"hot-symbols: {ORDER} is stale: the shim's hot code is spread out "
+              "(more resident text per shim); `make hot-symbols` redoes it")
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--check":
-        check(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        report(sys.argv[2])
     elif len(sys.argv) == 2:
         profile(os.path.abspath(sys.argv[1]))
     else:

@@ -11,25 +11,38 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
+. "$top/test/paths.sh"
 out=${1:?usage: build.sh OUT_DIR}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
-fixtures=$top/target/release/wasmpod-fixtures
-venv=$top/target/venv
+fixtures=$WASMPOD_BIN/wasmpod-fixtures
+venv=$WASMPOD_VENV
 componentize_py_version=0.25.1
 mkdir -p "$out/rootfs"
 root=$out/rootfs
 
-# Rebuild only what is older than its source.
-stale() { [ ! -e "$1" ] || [ -n "$(find "${@:2}" -newer "$1" 2>/dev/null | head -n1)" ]; }
+# Rebuild only what its inputs changed since. OUT_DIR is shared by every
+# checkout on the machine (test/paths.sh), where a file's age says nothing,
+# so each output's stamp (under .stamps) holds the sha256 of what it was
+# built from: `stale OUT INPUT...` before building it, `built OUT` after.
+stamp() { echo "$out/.stamps/${1#"$out"/}"; }
+stale() {
+    local target=$1; shift
+    inputs_sum=$(find "$@" -type f -print0 | sort -z | xargs -0 sha256sum | cut -d' ' -f1 | sha256sum)
+    [ -e "$target" ] && [ "$(cat "$(stamp "$target")" 2>/dev/null)" = "$inputs_sum" ] && return 1
+    rm -f "$(stamp "$target")"
+}
+built() { mkdir -p "$(dirname "$(stamp "$1")")" && echo "$inputs_sum" > "$(stamp "$1")"; }
 
 for src in "$here"/c/*.c; do
     name=$(basename "$src" .c)
     module=$root/$name.wasm
     if stale "$module" "$src"; then
         clang --target=wasm32-wasi -O2 -g0 -Wall -Werror -o "$module" "$src"
+        built "$module"
     fi
     if stale "$root/$name.component.wasm" "$module" "$fixtures"; then
         "$fixtures" component "$module" "$root/$name.component.wasm"
+        built "$root/$name.component.wasm"
     fi
 done
 
@@ -39,50 +52,58 @@ if stale "$out/big.component.wasm" "$here/big.py" "$fixtures"; then
     python3 "$here/big.py" 1800 > "$out/big.c"
     clang --target=wasm32-wasi -O0 -g0 -Wall -Werror -o "$out/big.wasm" "$out/big.c"
     "$fixtures" component "$out/big.wasm" "$out/big.component.wasm"
+    built "$out/big.component.wasm"
 fi
 
 if stale "$out/pause" "$here/../cri/pause.c"; then
     gcc -static -O2 -o "$out/pause" "$here/../cri/pause.c"
+    built "$out/pause"
 fi
 
 if stale "$out/hello-native" "$here/c/hello.c"; then
     gcc -static -O2 -o "$out/hello-native" "$here/c/hello.c"
+    built "$out/hello-native"
 fi
 
 # The native twin of the wasi:http handler, for the CRI benchmark.
 if stale "$out/http-native" "$here/../cri/http.c"; then
     gcc -static -O2 -Wall -Werror -pthread -o "$out/http-native" "$here/../cri/http.c"
+    built "$out/http-native"
 fi
 
 # Python: componentize-py in a private virtualenv, WASI WIT (wasi:http and
 # everything it depends on) from the wasmtime-wasi-http crate that the shim
 # itself is built against.
-if [ ! -x "$venv/bin/componentize-py" ]; then
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('componentize-py') != '$componentize_py_version')" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
 fi
 wasi_wit=$(cd "$top" && cargo metadata --format-version 1 --locked 2>/dev/null \
     | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasmtime-wasi-http"))')/wit/deps
-if stale "$root/python.component.wasm" "$here/python"; then
+if stale "$root/python.component.wasm" "$here/python" "$wasi_wit"; then
     rm -rf "$out/python" && mkdir -p "$out/python/wit/deps"
     cp "$here/python/app.py" "$out/python/"
     cp "$here/python/wit/world.wit" "$out/python/wit/"
     cp "$wasi_wit"/*.wit "$out/python/wit/deps/"
     (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize app -o "$root/python.component.wasm")
+    built "$root/python.component.wasm"
 fi
 # A wasi:http/proxy handler for the HTTP pod tests.
-if stale "$root/http.component.wasm" "$here/python"; then
+if stale "$root/http.component.wasm" "$here/python" "$wasi_wit"; then
     cp "$here/python/handler.py" "$out/python/"
     (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w http componentize handler -o "$root/http.component.wasm")
+    built "$root/http.component.wasm"
 fi
 # The wasi:sockets client and server for the socket-grant tests.
-if stale "$root/net.component.wasm" "$here/python"; then
+if stale "$root/net.component.wasm" "$here/python" "$wasi_wit"; then
     cp "$here/python/net.py" "$out/python/"
     (cd "$out/python" && "$venv/bin/componentize-py" -q -d wit -w command componentize net -o "$root/net.component.wasm")
+    built "$root/net.component.wasm"
 fi
 
 if stale "$root/unknown-world.component.wasm" "$fixtures"; then
     "$fixtures" unknown-world "$root/unknown-world.component.wasm"
+    built "$root/unknown-world.component.wasm"
 fi
 
 # Inputs that must be refused cleanly.

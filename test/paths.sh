@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Where wasmpod's builds, downloads and test programs live: one place
+# outside the checkout, so a second clone on this machine and a CI run after
+# a session reuse what was built and fetched. Nothing needs it to exist:
+# an empty or missing cache only means everything is built and fetched again.
+#
+#   . test/paths.sh       set and export the variables below (unset ones only)
+#   test/paths.sh         print them, NAME=value a line (for Python and make)
+#
+#   WASMPOD_CACHE_ROOT  /var/cache/wasmpod as root, else ~/.cache/wasmpod
+#   CARGO_TARGET_DIR    $WASMPOD_CACHE_ROOT/target
+#   WASMPOD_PROFILE     quick: the Cargo profile tests and the demo build
+#                       (release is the one that ships: make dist, make bench)
+#   WASMPOD_BIN         $CARGO_TARGET_DIR/$WASMPOD_PROFILE: the binaries tests run
+#   WASMPOD_FIXTURES    $CARGO_TARGET_DIR/fixtures: test programs and images
+#   WASMPOD_CACHE       $WASMPOD_CACHE_ROOT/downloads: containerd packages
+#   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
+
+if [ -z "${WASMPOD_CACHE_ROOT:-}" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        WASMPOD_CACHE_ROOT=/var/cache/wasmpod
+    else
+        WASMPOD_CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/wasmpod
+    fi
+fi
+: "${CARGO_TARGET_DIR:=$WASMPOD_CACHE_ROOT/target}"
+: "${WASMPOD_PROFILE:=quick}"
+: "${WASMPOD_BIN:=$CARGO_TARGET_DIR/$WASMPOD_PROFILE}"
+: "${WASMPOD_FIXTURES:=$CARGO_TARGET_DIR/fixtures}"
+: "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
+: "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
+export WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_PROFILE WASMPOD_BIN \
+    WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    for v in WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_PROFILE WASMPOD_BIN \
+        WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV; do
+        echo "$v=${!v}"
+    done
+fi
