@@ -9,9 +9,8 @@
 #
 #   WASMPOD_CACHE_ROOT  /var/cache/wasmpod as root, else ~/.cache/wasmpod
 #   CARGO_TARGET_DIR    $WASMPOD_CACHE_ROOT/target
-#   WASMPOD_PROFILE     quick: the Cargo profile tests and the demo build
-#                       (release is the one that ships: make dist, make bench)
-#   WASMPOD_BIN         $CARGO_TARGET_DIR/$WASMPOD_PROFILE: the binaries tests run
+#   WASMPOD_BIN         $CARGO_TARGET_DIR/quick: the binaries tests run (the
+#                       quick profile's; make bench sets the release ones)
 #   WASMPOD_FIXTURES    $CARGO_TARGET_DIR/fixtures: test programs and images
 #   WASMPOD_CACHE       $WASMPOD_CACHE_ROOT/downloads: containerd packages
 #   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
@@ -24,17 +23,13 @@ if [ -z "${WASMPOD_CACHE_ROOT:-}" ]; then
     fi
 fi
 : "${CARGO_TARGET_DIR:=$WASMPOD_CACHE_ROOT/target}"
-: "${WASMPOD_PROFILE:=quick}"
-: "${WASMPOD_BIN:=$CARGO_TARGET_DIR/$WASMPOD_PROFILE}"
+: "${WASMPOD_BIN:=$CARGO_TARGET_DIR/quick}"
 : "${WASMPOD_FIXTURES:=$CARGO_TARGET_DIR/fixtures}"
 : "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
 : "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
-export WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_PROFILE WASMPOD_BIN \
-    WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV
+wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV)
+export "${wasmpod_paths[@]}"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    for v in WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_PROFILE WASMPOD_BIN \
-        WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV; do
-        echo "$v=${!v}"
-    done
+    for v in "${wasmpod_paths[@]}"; do echo "$v=${!v}"; done
 fi
