@@ -11,7 +11,7 @@ PATHS := . test/paths.sh &&
 TIMED := test/timed.sh
 # Debian releases whose containerd the integration tests run against.
 SUITES ?= bookworm trixie forky
-# Narrowing an integration run: test files (ctr artifacts pods), a test-name
+# Narrowing an integration run: test files (ctr artifacts pods installer), a test-name
 # filter, and KEEP=1 to leave containerd running for the next run.
 TESTS ?=
 TEST ?=
@@ -22,7 +22,7 @@ export WASMPOD_KEEP := $(KEEP)
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures demo test unit integration dist bench hot-symbols lint clean
+.PHONY: all deps build fixtures demo test unit chart integration dist bench hot-symbols lint clean
 
 all: build
 
@@ -42,12 +42,17 @@ fixtures: build
 demo: fixtures
 	$(PATHS) test/demo.sh "$$WASMPOD_FIXTURES"
 
-test: unit integration
+test: unit chart integration
 
 # Needs no root, no containerd and no network: the tests that do are
 # #[ignore]d and run by `integration`.
 unit:
 	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace
+
+# The Helm chart through Helm v4's Go SDK (PyPI helm-python-sdk): lint,
+# schema, rendered objects. No cluster.
+chart: deps
+	$(PATHS) $(TIMED) chart test/chart.sh
 
 integration: fixtures
 	@$(PATHS) for suite in $(SUITES); do \

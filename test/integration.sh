@@ -3,7 +3,7 @@
 #
 #   test/integration.sh SUITE FIXTURES_DIR [TEST_NAME_FILTER...]
 #
-#   WASMPOD_TESTS="ctr pods"  only these test files (default: ctr artifacts pods)
+#   WASMPOD_TESTS="ctr pods"  only these test files (default: ctr artifacts pods installer)
 #   WASMPOD_KEEP=1            reuse a running containerd of SUITE and leave it
 #                             running afterwards, for the next narrow run
 #   WASMPOD_BIN=DIR           the shim and CLI under test (test/paths.sh)
@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 suite=${1:?usage: integration.sh SUITE FIXTURES_DIR [TEST_NAME_FILTER...]}
 fixtures=$(cd "${2:?usage: integration.sh SUITE FIXTURES_DIR [TEST_NAME_FILTER...]}" && pwd)
 shift 2
-tests=${WASMPOD_TESTS:-ctr artifacts pods}
+tests=${WASMPOD_TESTS:-ctr artifacts pods installer}
 keep=${WASMPOD_KEEP:-}
 
 python=$WASMPOD_VENV/bin/python
@@ -41,6 +41,7 @@ WASMPOD_REGISTRY=$("$here/registry.sh" addr plain)
 WASMPOD_REGISTRY_STORAGE=$("$here/registry.sh" storage plain)
 WASMPOD_REGISTRY_AUTH=$("$here/registry.sh" addr auth)
 WASMPOD_CLI=$WASMPOD_BIN/wasmpod
+WASMPOD_INSTALLER=$WASMPOD_BIN/wasmpod-node-installer
 WASMPOD_PYTHON=$python
 # The CLI reads registry credentials from here: none, unless a test adds some.
 DOCKER_CONFIG=$(mktemp -d /tmp/wasmpod-docker-config.XXXXXX)

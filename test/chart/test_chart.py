@@ -1,0 +1,197 @@
+"""The wasmpod Helm chart through Helm itself (Helm v4's Go SDK, from PyPI's
+helm-python-sdk): lint, the schema's verdicts, and the objects `helm
+template` renders with default and edge-pool values.
+
+Run by `make test` (test/chart.sh); alone: python -m unittest test_chart.
+"""
+
+import copy
+import os
+import unittest
+
+import helm_python as helm
+import yaml
+
+CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "charts", "wasmpod")
+DIGEST = "sha256:" + "ab" * 32
+
+EDGE = {
+    "global": {"imageRegistry": "registry.edge.example:5000"},
+    "image": {"digest": DIGEST},
+    "imagePullSecrets": [{"name": "edge-pull"}],
+    "runtimeClass": {
+        "name": "wasm-edge",
+        "nodeSelector": {"pool": "edge"},
+        "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+    "node": {"layout": "k3s", "restart": "signal"},
+    "installer": {
+        "nodeSelector": {"pool": "edge"},
+        "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
+                    ]
+                }
+            }
+        },
+        "maxUnavailable": "20%",
+    },
+}
+
+
+def render(values=None):
+    """The rendered objects by kind and name."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values or {})
+        manifests = chart.render(values, name="wasmpod", namespace="wasmpod-system", is_install=True)
+    objects = {}
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for obj in yaml.safe_load_all(text):
+            if obj:
+                objects[(obj["kind"], obj["metadata"]["name"])] = obj
+    return objects
+
+
+def pod_specs(objects):
+    """Every pod the chart makes, hooks included."""
+    for (kind, name), obj in objects.items():
+        if kind in ("DaemonSet", "Deployment", "Job"):
+            yield name, obj["spec"]["template"]["spec"]
+        elif kind == "Pod":
+            yield name, obj["spec"]
+
+
+def merged(values):
+    out = copy.deepcopy(EDGE)
+    for key, value in values.items():
+        out.setdefault(key, {}).update(value)
+    return out
+
+
+class Lint(unittest.TestCase):
+    def test_lint_finds_no_error_or_warning(self):
+        for values in (None, EDGE):
+            report = helm.lint(CHART, values, strict=True, kube_version="v1.37.0")
+            self.assertEqual(report["errors"], [], report)
+            serious = [m for m in report["messages"] if m["severity"] >= 2]
+            self.assertEqual(serious, [], report)
+
+
+class Schema(unittest.TestCase):
+    def rejects(self, values, why):
+        with helm.Chart.load(CHART) as chart:
+            with self.assertRaises(helm.HelmError, msg=why):
+                chart.validate_schema(values)
+
+    def test_bad_values_are_rejected(self):
+        self.rejects({"node": {"restart": "sighup"}}, "containerd does not reload on SIGHUP")
+        self.rejects({"node": {"layout": "docker"}}, "unknown layout")
+        self.rejects({"node": {"configVersion": 1}}, "the installer writes version 2 or 3")
+        self.rejects({"image": {"digest": "latest"}}, "a digest is sha256:hex")
+        self.rejects({"installer": {"maxUnavailable": 0}}, "0 would never roll")
+        self.rejects({"installer": {"maxUnavailable": "150%"}}, "more than all nodes")
+        self.rejects({"instaler": {}}, "a misspelt top-level key")
+        self.rejects({"runtimeClass": {"overhead": {"memory": "lots"}}}, "not a quantity")
+        self.rejects({"runtimeClass": {"tolerations": [{"key": "a", "effect": "Sometimes"}]}}, "bad effect")
+
+    def test_good_values_pass(self):
+        with helm.Chart.load(CHART) as chart:
+            chart.validate_schema(EDGE)
+            chart.validate_schema({"installer": {"maxUnavailable": 3}})
+
+
+class Defaults(unittest.TestCase):
+    def setUp(self):
+        self.objects = render()
+
+    def test_runtime_class(self):
+        rc = self.objects[("RuntimeClass", "wasmpod")]
+        self.assertEqual(rc["handler"], "wasmpod")
+        self.assertEqual(rc["overhead"]["podFixed"], {"memory": "12Mi", "cpu": "10m"})
+        self.assertEqual(rc["scheduling"]["nodeSelector"], {"wasmpod.dev/ready": "true"})
+        self.assertNotIn("tolerations", rc["scheduling"])
+
+    def test_installer_finds_the_layout_with_the_hosts_root_and_restarts_by_systemd(self):
+        ds = self.objects[("DaemonSet", "wasmpod-node-installer")]
+        spec = ds["spec"]["template"]["spec"]
+        self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1)
+        container = spec["containers"][0]
+        self.assertEqual(container["image"], "wasmpod/node-installer:0.1.0")
+        self.assertIn("--restart=systemd", container["args"])
+        self.assertNotIn("--layout=auto", container["args"])
+        self.assertEqual(container["args"][-2:], ["--stay", "install"])
+        self.assertTrue(spec["hostPID"])
+        self.assertTrue(container["securityContext"]["privileged"])
+        self.assertEqual(spec["volumes"], [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}])
+        self.assertNotIn("imagePullSecrets", spec)
+
+
+class EdgePool(unittest.TestCase):
+    def setUp(self):
+        self.objects = render(EDGE)
+
+    def test_runtime_class_schedules_on_ready_edge_nodes(self):
+        rc = self.objects[("RuntimeClass", "wasm-edge")]
+        self.assertEqual(rc["handler"], "wasmpod")
+        self.assertEqual(rc["scheduling"]["nodeSelector"], {"pool": "edge", "wasmpod.dev/ready": "true"})
+        self.assertEqual(rc["scheduling"]["tolerations"], EDGE["runtimeClass"]["tolerations"])
+
+    def test_every_pod_pulls_from_the_mirror_by_digest_with_the_secret(self):
+        pods = list(pod_specs(self.objects))
+        self.assertTrue(pods)
+        for name, spec in pods:
+            self.assertEqual(spec["imagePullSecrets"], [{"name": "edge-pull"}], name)
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                self.assertEqual(
+                    container["image"], f"registry.edge.example:5000/wasmpod/node-installer@{DIGEST}", name
+                )
+
+    def test_installer_follows_the_pool_and_rolls_a_fifth_at_a_time(self):
+        ds = self.objects[("DaemonSet", "wasmpod-node-installer")]
+        spec = ds["spec"]["template"]["spec"]
+        self.assertEqual(spec["nodeSelector"], {"pool": "edge"})
+        self.assertEqual(spec["tolerations"], EDGE["installer"]["tolerations"])
+        self.assertEqual(spec["affinity"], EDGE["installer"]["affinity"])
+        self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], "20%")
+
+    def test_a_named_layout_and_a_signal_need_no_privilege_and_only_their_paths(self):
+        spec = self.objects[("DaemonSet", "wasmpod-node-installer")]["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        self.assertIn("--layout=k3s", container["args"])
+        self.assertIn("--restart=signal", container["args"])
+        self.assertTrue(spec["hostPID"], "a signal needs containerd's pid")
+        security = container["securityContext"]
+        self.assertFalse(security["privileged"])
+        self.assertFalse(security["allowPrivilegeEscalation"])
+        self.assertEqual(security["capabilities"], {"drop": ["ALL"]})
+        self.assertTrue(security["readOnlyRootFilesystem"])
+        paths = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in spec["volumes"]}
+        self.assertEqual(
+            paths,
+            {
+                "/var/lib/rancher/k3s/agent/etc/containerd": "DirectoryOrCreate",
+                "/opt/wasmpod": "DirectoryOrCreate",
+                "/etc/os-release": "File",
+            },
+        )
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(
+            mounts, {"/host/var/lib/rancher/k3s/agent/etc/containerd", "/host/opt/wasmpod", "/host/etc/os-release"}
+        )
+
+    def test_no_restart_needs_no_host_pids(self):
+        objects = render(merged({"node": {"restart": "none", "layout": "containerd", "configPath": "/srv/c/config.toml"}}))
+        spec = objects[("DaemonSet", "wasmpod-node-installer")]["spec"]["template"]["spec"]
+        self.assertFalse(spec["hostPID"])
+        args = spec["containers"][0]["args"]
+        self.assertIn("--config=/srv/c/config.toml", args)
+        self.assertIn("/srv/c", {v["hostPath"]["path"] for v in spec["volumes"]})
+
+
+if __name__ == "__main__":
+    unittest.main()
