@@ -10,6 +10,10 @@ pub const HANDLER: &str = "wasmpod";
 pub const RUNTIME_TYPE: &str = "io.containerd.wasmpod.v1";
 /// Annotations containerd passes on to the shim: wasmpod reads its own only.
 pub const ANNOTATIONS: &str = "wasmpod.dev/*";
+/// The comment on a default runtime the installer wrote out (see
+/// [`Config::keep_default_runtime`]); an uninstall removes a table so marked.
+pub const DEFAULT_RUNTIME_MARK: &str =
+    "added by wasmpod-node-installer: containerd 1.6 keeps runc only if the config names it";
 /// The config version written where there is no config yet: containerd 1.6
 /// and 1.7 read it, and 2.x migrates it when it loads.
 pub const DEFAULT_VERSION: i64 = 2;
@@ -240,6 +244,55 @@ impl Config {
         Ok(changed)
     }
 
+    /// Writes out the default runtime (runc) where a version 1 or 2 config
+    /// leaves it to containerd's defaults. containerd 1.6 drops its default
+    /// runtimes once a config names any runtime, and its CRI plugin then
+    /// fails to load (`no corresponding runtime configured in
+    /// containerd.runtimes for default_runtime_name "runc"`); 1.7 and 2.x
+    /// merge them. The table is marked, so that an uninstall takes it out
+    /// with the wasmpod runtime. Returns whether anything changed.
+    pub fn keep_default_runtime(&mut self) -> bool {
+        if self.version >= 3 {
+            return false;
+        }
+        let keys = self.runtimes_path();
+        let Some(containerd) = walk_mut(self.doc.as_table_mut(), &keys[..3]) else {
+            return false;
+        };
+        let default = containerd
+            .get("default_runtime_name")
+            .and_then(Item::as_str)
+            .unwrap_or("runc")
+            .to_owned();
+        if default != "runc" {
+            // Not containerd's own default: the file's business, not ours.
+            return false;
+        }
+        let Some(runtimes) = containerd
+            .get_mut(keys[3])
+            .and_then(Item::as_table_like_mut)
+        else {
+            return false;
+        };
+        if runtimes.contains_key(&default) {
+            return false;
+        }
+        let (header, keys_indent) = sibling_indent(&*runtimes);
+        let mut runc = Table::new();
+        runc.insert("runtime_type", toml_edit::value("io.containerd.runc.v2"));
+        indent_table(&mut runc, &header, &keys_indent);
+        runc.decor_mut()
+            .set_prefix(format!("\n{header}# {DEFAULT_RUNTIME_MARK}\n{header}"));
+        // Before wasmpod's, where containerd's own would be: tables without
+        // a position print in the order they went in.
+        let wasmpod = runtimes.remove(HANDLER);
+        runtimes.insert(&default, Item::Table(runc));
+        if let Some(wasmpod) = wasmpod {
+            runtimes.insert(HANDLER, wasmpod);
+        }
+        true
+    }
+
     /// Takes the wasmpod runtime out, and the tables on its way that are
     /// left empty and have no header of their own (they print as nothing, so
     /// the rest of the file reads as before). A runtime of that name but of
@@ -253,7 +306,21 @@ impl Config {
                 .and_then(|r| r.get("runtime_type"))
                 .and_then(Item::as_str)
                 == Some(RUNTIME_TYPE);
-            ours && runtimes.remove(HANDLER).is_some()
+            let removed = ours && runtimes.remove(HANDLER).is_some();
+            if removed {
+                let marked = |(name, item): (&str, &Item)| {
+                    item.as_table()
+                        .and_then(|t| t.decor().prefix())
+                        .and_then(|p| p.as_str())
+                        .is_some_and(|p| p.contains(DEFAULT_RUNTIME_MARK))
+                        .then(|| name.to_owned())
+                };
+                let added: Vec<String> = runtimes.iter().filter_map(marked).collect();
+                for name in added {
+                    runtimes.remove(&name);
+                }
+            }
+            removed
         });
         if removed {
             for depth in (0..keys.len()).rev() {
@@ -408,6 +475,37 @@ mod tests {
         ), "{out}");
         assert!(config.remove_runtime());
         assert_eq!(config.render(), text);
+    }
+
+    #[test]
+    fn runc_is_written_out_beside_wasmpod_for_containerd_1_and_taken_out_with_it() {
+        let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nbin_dir = \"/usr/lib/cni\"\n";
+        let mut config = parse(text);
+        add(&mut config).expect("adds");
+        assert!(config.keep_default_runtime());
+        assert!(!config.keep_default_runtime(), "once");
+        let out = config.render();
+        let runc = out.find("runtimes.runc]").expect("runc written out");
+        assert!(
+            runc < out.find("runtimes.wasmpod]").expect("wasmpod"),
+            "{out}"
+        );
+        assert!(out.contains(DEFAULT_RUNTIME_MARK), "{out}");
+        let mut again = parse(&out);
+        assert!(!again.keep_default_runtime(), "a second run adds nothing");
+        assert!(again.remove_runtime());
+        assert_eq!(again.render(), text);
+        // A runc of the file's own stays, and so does a version 3 config's nothing.
+        let mut own = parse(
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n",
+        );
+        add(&mut own).expect("adds");
+        assert!(!own.keep_default_runtime());
+        assert!(own.remove_runtime());
+        assert!(own.render().contains("runtimes.runc]"));
+        let mut v3 = parse("version = 3\n");
+        add(&mut v3).expect("adds");
+        assert!(!v3.keep_default_runtime());
     }
 
     #[test]

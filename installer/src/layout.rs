@@ -36,6 +36,16 @@ impl Flavour {
         }
     }
 
+    /// Where this flavour's containerd serves, unless its config says.
+    pub fn default_socket(self) -> &'static str {
+        match self {
+            Self::Containerd => "/run/containerd/containerd.sock",
+            Self::K3s | Self::Rke2 => "/run/k3s/containerd/containerd.sock",
+            Self::K0s => "/run/k0s/containerd.sock",
+            Self::Microk8s => "/var/snap/microk8s/common/run/containerd.sock",
+        }
+    }
+
     /// The systemd units that run this flavour's containerd, in the order
     /// they are tried (a server before an agent).
     pub fn units(self) -> &'static [&'static str] {

@@ -2,6 +2,8 @@
 //! containerd, checks that containerd still works, and takes both out again.
 
 pub mod config;
+pub mod health;
+pub mod image;
 pub mod layout;
 pub mod plan;
 pub mod restart;

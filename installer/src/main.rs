@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use wasmpod_installer::layout::{self, Flavour, HostRoot};
 use wasmpod_installer::restart::{self, Method};
 use wasmpod_installer::shim_file::{self, Shim};
 use wasmpod_installer::state::State;
-use wasmpod_installer::{config, plan};
+use wasmpod_installer::{config, health, plan};
 
 #[derive(Parser)]
 #[command(
@@ -37,12 +37,23 @@ struct Cli {
     /// Where the shim and the installer's record go (host path).
     #[arg(long, default_value = "/opt/wasmpod", global = true)]
     install_dir: PathBuf,
+    /// A directory on containerd's PATH for a link to the shim (host path):
+    /// containerd 1.6 finds shims there only; empty for none.
+    #[arg(long, default_value = "/usr/local/bin", global = true)]
+    bin_dir: PathBuf,
     /// How containerd is restarted after a change.
     #[arg(long, value_enum, default_value = "systemd", global = true)]
     restart: Method,
     /// Print what would change, as a unified diff, and change nothing.
     #[arg(long, global = true)]
     dry_run: bool,
+    /// containerd's socket (host path); by default from the config it reads,
+    /// else the layout's usual one.
+    #[arg(long, global = true)]
+    containerd_socket: Option<PathBuf>,
+    /// How long containerd may take to come back healthy after a restart.
+    #[arg(long, default_value_t = 60, global = true)]
+    health_timeout: u64,
     /// After success, stay running until SIGTERM: a DaemonSet's pod must
     /// not exit, or it is started again.
     #[arg(long, global = true)]
@@ -56,11 +67,24 @@ enum Command {
     /// Install the shim and the `wasmpod` runtime (a second run changes nothing).
     Install {
         /// The shim to install, inside the installer's image.
-        #[arg(long, default_value = "/wasmpod/containerd-shim-wasmpod-v1")]
+        #[arg(long, default_value = wasmpod_installer::image::SHIM_IN_IMAGE)]
         shim: PathBuf,
     },
     /// Take out the runtime, the shim and the record, and nothing else.
     Uninstall,
+    /// Write the installer's image (this binary, static, and the shim,
+    /// FROM scratch) as an OCI image archive.
+    Image {
+        /// The shim to put in it.
+        #[arg(long)]
+        shim: PathBuf,
+        /// The image's name.
+        #[arg(long, default_value = "docker.io/wasmpod/node-installer:latest")]
+        reference: String,
+        /// The archive to write.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Run a command in the host's mount namespace (used for systemctl).
     #[command(hide = true)]
     HostExec {
@@ -83,6 +107,11 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Install { shim } => install(&cli, shim),
         Command::Uninstall => uninstall(&cli),
+        Command::Image {
+            shim,
+            reference,
+            output,
+        } => image(shim, reference, output),
         Command::HostExec { argv } => host_exec(argv),
     };
     match result {
@@ -132,6 +161,22 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
     if shim.install(&host.join(&bin_dir))? {
         info!(shim = %bin_dir.join(&shim.file_name).display(), "shim installed");
     }
+    if !cli.bin_dir.as_os_str().is_empty() {
+        let on_path = cli.bin_dir.join(shim_file::LINK);
+        match shim_file::link_on_path(&host.join(&cli.bin_dir), &runtime_path) {
+            Ok(shim_file::PathLink::Made) => {
+                info!(link = %on_path.display(), "shim linked on containerd's PATH")
+            }
+            Ok(shim_file::PathLink::Unchanged) => {}
+            Ok(shim_file::PathLink::Foreign) => {
+                warn!(file = %on_path.display(), "another file has the shim's name there and was left; containerd 1.6 would run it")
+            }
+            // runtime_path still serves containerd 1.7 and 2.x.
+            Err(error) => {
+                warn!(%error, "no link on containerd's PATH: containerd 1.6 will not find the shim")
+            }
+        }
+    }
     let changed = change.changes();
     let mut state = State {
         flavour: layout.flavour,
@@ -154,7 +199,7 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
     if changed {
         change.apply(&host)?;
         info!(config = %layout.target.display(), "wasmpod runtime added to the containerd config");
-        restart::restart(cli.restart, &layout, run_in_host)?;
+        restart::restart(cli.restart, &layout, false, run_in_host)?;
         if cli.restart == Method::None {
             warn!(
                 "containerd was not restarted (restart method none): it reads the change at its next start"
@@ -165,7 +210,19 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
     } else {
         info!(config = %layout.target.display(), "the containerd config already has the wasmpod runtime");
     }
-    if cli.restart != Method::None {
+    // Also when nothing changed but the last run was stopped before it saw
+    // containerd healthy (its own pod restarted by the restart, say).
+    if cli.restart != Method::None && !state.verified {
+        let socket = socket(cli, &host, &layout, change.after.as_deref())?;
+        match wait_healthy(cli, &host, &socket, true) {
+            Ok(version) => {
+                info!(%version, socket = %socket.display(), "containerd is healthy and lists the wasmpod runtime")
+            }
+            Err(error) if changed => {
+                return Err(roll_back(cli, &host, &layout, &change, &socket, error));
+            }
+            Err(error) => return Err(error.into()),
+        }
         state.verified = true;
         State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
     }
@@ -200,11 +257,22 @@ fn uninstall(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if change.changes() {
+        let socket = socket(cli, &host, &layout, change.before.as_deref())?;
         change.apply(&host)?;
         info!(config = %layout.target.display(), "wasmpod runtime taken out of the containerd config");
-        restart::restart(cli.restart, &layout, run_in_host)?;
+        restart::restart(cli.restart, &layout, false, run_in_host)?;
+        if cli.restart != Method::None {
+            let version = wait_healthy(cli, &host, &socket, false)?;
+            info!(%version, "containerd is healthy without the wasmpod runtime");
+        }
     } else {
         info!(config = %layout.target.display(), "the containerd config has no wasmpod runtime");
+    }
+    if !cli.bin_dir.as_os_str().is_empty() {
+        let runtime_path = cli.install_dir.join("bin").join(shim_file::LINK);
+        if shim_file::unlink_from_path(&host.join(&cli.bin_dir), &runtime_path)? {
+            info!(link = %cli.bin_dir.join(shim_file::LINK).display(), "shim link removed from containerd's PATH");
+        }
     }
     for old in shim_file::prune(&bin_dir, &[])? {
         info!(shim = old, "shim removed");
@@ -215,6 +283,87 @@ fn uninstall(cli: &Cli) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(dir);
     }
     Ok(())
+}
+
+/// The socket containerd serves on (host path): `--containerd-socket`, or
+/// `[grpc] address` of the config it reads (`config`, the target's text,
+/// for a TOML layout; the generated config for a template), or the
+/// layout's usual one.
+fn socket(
+    cli: &Cli,
+    host: &HostRoot,
+    layout: &layout::Layout,
+    config: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(socket) = &cli.containerd_socket {
+        return Ok(socket.clone());
+    }
+    let default = layout.flavour.default_socket();
+    Ok(match &layout.edit {
+        layout::Edit::Toml => health::socket_of(config, default),
+        layout::Edit::TemplateBlock { generated } => {
+            health::socket_of(plan::read_host(host, generated)?.as_deref(), default)
+        }
+        layout::Edit::DropIn => PathBuf::from(default),
+    })
+}
+
+/// Waits for containerd on host socket `socket` to answer, with (`listed`)
+/// or without the wasmpod handler in its CRI; returns its version.
+fn wait_healthy(
+    cli: &Cli,
+    host: &HostRoot,
+    socket: &Path,
+    listed: bool,
+) -> Result<String, health::HealthError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            health::HealthError::Unreachable(format!("cannot start an async runtime: {error}"))
+        })?;
+    let limit = std::time::Duration::from_secs(cli.health_timeout);
+    runtime
+        .block_on(health::wait(
+            &host.join(socket),
+            config::HANDLER,
+            listed,
+            limit,
+        ))
+        .map(|healthy| healthy.version)
+}
+
+/// Puts the config back as it was after a failed health check, restarts
+/// containerd again, and says both what failed and where that left it.
+fn roll_back(
+    cli: &Cli,
+    host: &HostRoot,
+    layout: &layout::Layout,
+    change: &plan::FileChange,
+    socket: &Path,
+    failure: health::HealthError,
+) -> anyhow::Error {
+    error!(error = %failure, "containerd is not healthy with the change; putting the previous config back");
+    let outcome = change
+        .reversed()
+        .apply(host)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            restart::restart(cli.restart, layout, true, run_in_host).map_err(anyhow::Error::from)
+        })
+        .and_then(|()| wait_healthy(cli, host, socket, false).map_err(anyhow::Error::from));
+    match outcome {
+        Ok(version) => {
+            info!(%version, "the previous config is back and containerd is healthy");
+            anyhow::anyhow!(
+                "{failure}; the previous config of {} was put back and containerd {version} is healthy again",
+                layout.target.display()
+            )
+        }
+        Err(error) => {
+            anyhow::anyhow!("{failure}; putting the previous config back failed too: {error:#}")
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT, which as a container's pid 1 would
@@ -234,6 +383,18 @@ fn stay() -> ExitCode {
         Err(error) => warn!(%error, "waiting for a signal failed"),
     }
     ExitCode::SUCCESS
+}
+
+fn image(shim: &Path, reference: &str, output: &Path) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("find this binary")?;
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    wasmpod_installer::image::write(&me, shim, reference, architecture, output)?;
+    println!("{} ({reference})", output.display());
+    Ok(())
 }
 
 /// Runs `argv` through this binary's hidden `host-exec`, which enters the

@@ -165,6 +165,9 @@ pub fn install(
             config.ensure_version();
             let systemd_cgroup = config.runc_systemd_cgroup();
             config.add_runtime(runtime_path, systemd_cgroup)?;
+            if layout.edit == Edit::Toml {
+                config.keep_default_runtime();
+            }
             config.render()
         }
         Edit::TemplateBlock { generated } => {

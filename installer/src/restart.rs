@@ -132,9 +132,13 @@ pub fn unit(
 
 /// Restarts containerd for `layout` by `method`. `host_exec` runs a
 /// command in the host's mount namespace (the installer re-running itself).
+/// With `running_or_not` (a rollback), a containerd that is not running is
+/// fine for `signal`: its supervisor starts it again with the config as it
+/// now is.
 pub fn restart(
     method: Method,
     layout: &Layout,
+    running_or_not: bool,
     host_exec: impl Fn(&[&str]) -> Result<(), String>,
 ) -> Result<(), RestartError> {
     match method {
@@ -158,7 +162,11 @@ pub fn restart(
             let shown = config.map_or_else(|| "its config".to_owned(), |c| c.display().to_string());
             let old = find_containerd(proc, config);
             let Some(&pid) = old.first() else {
-                return Err(RestartError::NoProcess(shown));
+                return if running_or_not {
+                    Ok(())
+                } else {
+                    Err(RestartError::NoProcess(shown))
+                };
             };
             kill(Pid::from_raw(pid), Signal::SIGTERM)
                 .map_err(|source| RestartError::Kill { pid, source })?;

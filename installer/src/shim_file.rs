@@ -138,6 +138,49 @@ pub fn prune(dir: &Path, keep: &[&str]) -> Result<Vec<String>, ShimError> {
     Ok(removed)
 }
 
+/// What [`link_on_path`] found in the bin directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathLink {
+    /// The link was made or pointed anew.
+    Made,
+    /// It was already there and right.
+    Unchanged,
+    /// A file of someone else's has the shim's name; it was left alone.
+    Foreign,
+}
+
+/// Puts a symlink named [`LINK`] into `bin_dir` (seen from here), pointing
+/// at host path `target` (the install dir's link). containerd 1.6's CRI
+/// looks shims up on its PATH and ignores `runtime_path`; 1.7 and 2.x use
+/// `runtime_path`. A file of that name that is not such a link stays.
+pub fn link_on_path(bin_dir: &Path, target: &Path) -> Result<PathLink, ShimError> {
+    let link = bin_dir.join(LINK);
+    match std::fs::read_link(&link) {
+        Ok(found) if found == target => return Ok(PathLink::Unchanged),
+        Ok(found) if !found.ends_with(Path::new("bin").join(LINK)) => return Ok(PathLink::Foreign),
+        Ok(_) => {}
+        Err(_) if link.symlink_metadata().is_ok() => return Ok(PathLink::Foreign),
+        Err(_) => {}
+    }
+    let write_error = |path: PathBuf| move |source| ShimError::Write { path, source };
+    std::fs::create_dir_all(bin_dir).map_err(write_error(bin_dir.to_owned()))?;
+    let tmp = bin_dir.join(format!(".{LINK}.wasmpod-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    symlink(target, &tmp).map_err(write_error(tmp.clone()))?;
+    std::fs::rename(&tmp, &link).map_err(write_error(link))?;
+    Ok(PathLink::Made)
+}
+
+/// Removes the [`link_on_path`] symlink if it points at host path `target`.
+pub fn unlink_from_path(bin_dir: &Path, target: &Path) -> Result<bool, ShimError> {
+    let link = bin_dir.join(LINK);
+    if std::fs::read_link(&link).ok().as_deref() != Some(target) {
+        return Ok(false);
+    }
+    std::fs::remove_file(&link).map_err(|source| ShimError::Write { path: link, source })?;
+    Ok(true)
+}
+
 /// The file the link in `dir` points at, if there is one.
 pub fn current(dir: &Path) -> Option<String> {
     Some(
@@ -219,6 +262,37 @@ mod tests {
         assert!(bin.join(LINK).exists());
         let removed = prune(&bin, &[]).expect("prunes");
         assert_eq!(removed, vec![LINK.to_owned(), new.file_name]);
+    }
+
+    #[test]
+    fn the_path_link_is_made_once_and_a_foreign_file_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("usr/local/bin");
+        let target = Path::new("/opt/wasmpod/bin").join(LINK);
+        assert_eq!(link_on_path(&bin, &target).expect("links"), PathLink::Made);
+        assert_eq!(
+            link_on_path(&bin, &target).expect("links"),
+            PathLink::Unchanged
+        );
+        assert_eq!(std::fs::read_link(bin.join(LINK)).expect("link"), target);
+        // Another install dir of ours: repointed.
+        let moved = Path::new("/srv/wasmpod/bin").join(LINK);
+        assert_eq!(link_on_path(&bin, &moved).expect("links"), PathLink::Made);
+        assert!(
+            !unlink_from_path(&bin, &target).expect("unlinks"),
+            "not ours any more"
+        );
+        assert!(unlink_from_path(&bin, &moved).expect("unlinks"));
+        std::fs::write(bin.join(LINK), b"an admin's own shim").expect("write");
+        assert_eq!(
+            link_on_path(&bin, &target).expect("links"),
+            PathLink::Foreign
+        );
+        assert!(!unlink_from_path(&bin, &target).expect("unlinks"));
+        assert_eq!(
+            std::fs::read(bin.join(LINK)).expect("read"),
+            b"an admin's own shim"
+        );
     }
 
     #[test]

@@ -130,6 +130,11 @@ fn round_trip(name: &str, files: &[(&str, String)], target: &str, extra: &[&str]
     );
     let mode = std::fs::metadata(&link).expect("stat").permissions().mode();
     assert_eq!(mode & 0o777, 0o755, "the shim is executable");
+    let on_path = host.path("/usr/local/bin/containerd-shim-wasmpod-v1");
+    assert_eq!(
+        std::fs::read_link(&on_path).expect("linked on containerd's PATH"),
+        Path::new("/opt/wasmpod/bin/containerd-shim-wasmpod-v1")
+    );
     assert!(installed.contains("runtime_path = \"/opt/wasmpod/bin/containerd-shim-wasmpod-v1\""));
 
     host.ok(&install);
@@ -158,6 +163,10 @@ fn round_trip(name: &str, files: &[(&str, String)], target: &str, extra: &[&str]
     assert!(
         !host.path("/opt/wasmpod").exists(),
         "uninstall leaves no shim or record"
+    );
+    assert!(
+        on_path.symlink_metadata().is_err(),
+        "uninstall takes the PATH link too"
     );
 
     // Without the admin's edit, the node is exactly as before.

@@ -92,6 +92,9 @@ class Schema(unittest.TestCase):
         self.rejects({"node": {"restart": "sighup"}}, "containerd does not reload on SIGHUP")
         self.rejects({"node": {"layout": "docker"}}, "unknown layout")
         self.rejects({"node": {"configVersion": 1}}, "the installer writes version 2 or 3")
+        self.rejects({"node": {"healthTimeout": 1}}, "too short for any containerd to restart")
+        self.rejects({"node": {"binDir": "usr/local/bin"}}, "a directory on the host is an absolute path")
+        self.rejects({"node": {"containerdSocket": "run/c.sock"}}, "a socket is an absolute path")
         self.rejects({"image": {"digest": "latest"}}, "a digest is sha256:hex")
         self.rejects({"installer": {"maxUnavailable": 0}}, "0 would never roll")
         self.rejects({"installer": {"maxUnavailable": "150%"}}, "more than all nodes")
@@ -122,6 +125,7 @@ class Defaults(unittest.TestCase):
         self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1)
         container = spec["containers"][0]
         self.assertEqual(container["image"], "wasmpod/node-installer:0.1.0")
+        self.assertEqual(container["command"], ["/wasmpod-node-installer"], "where the image holds it")
         self.assertIn("--restart=systemd", container["args"])
         self.assertNotIn("--layout=auto", container["args"])
         self.assertEqual(container["args"][-2:], ["--stay", "install"])
@@ -176,13 +180,13 @@ class EdgePool(unittest.TestCase):
             {
                 "/var/lib/rancher/k3s/agent/etc/containerd": "DirectoryOrCreate",
                 "/opt/wasmpod": "DirectoryOrCreate",
+                "/usr/local/bin": "DirectoryOrCreate",
+                "/run/k3s/containerd": "DirectoryOrCreate",
                 "/etc/os-release": "File",
             },
         )
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
-        self.assertEqual(
-            mounts, {"/host/var/lib/rancher/k3s/agent/etc/containerd", "/host/opt/wasmpod", "/host/etc/os-release"}
-        )
+        self.assertEqual(mounts, {"/host" + path for path in paths})
 
     def test_no_restart_needs_no_host_pids(self):
         objects = render(merged({"node": {"restart": "none", "layout": "containerd", "configPath": "/srv/c/config.toml"}}))
@@ -191,6 +195,15 @@ class EdgePool(unittest.TestCase):
         args = spec["containers"][0]["args"]
         self.assertIn("--config=/srv/c/config.toml", args)
         self.assertIn("/srv/c", {v["hostPath"]["path"] for v in spec["volumes"]})
+
+    def test_a_socket_elsewhere_is_checked_there(self):
+        objects = render(merged({"node": {"containerdSocket": "/var/run/ctd/ctd.sock", "healthTimeout": 120}}))
+        spec = objects[("DaemonSet", "wasmpod-node-installer")]["spec"]["template"]["spec"]
+        args = spec["containers"][0]["args"]
+        self.assertIn("--containerd-socket=/var/run/ctd/ctd.sock", args)
+        self.assertIn("--health-timeout=120", args)
+        self.assertIn("/var/run/ctd", {v["hostPath"]["path"] for v in spec["volumes"]})
+        self.assertNotIn("/run/k3s/containerd", {v["hostPath"]["path"] for v in spec["volumes"]})
 
 
 if __name__ == "__main__":

@@ -48,4 +48,19 @@ mounts only these; auto mounts the host's / to find out which it is.
 - /var/snap/microk8s/current/args
 {{- end }}
 - {{ .Values.node.installDir }}
+{{- with .Values.node.binDir }}
+- {{ . }}
+{{- end }}
+{{- /* containerd's socket, for the health check after a restart */}}
+{{- if .Values.node.containerdSocket }}
+- {{ dir .Values.node.containerdSocket }}
+{{- else if eq $layout "containerd" }}
+- /run/containerd
+{{- else if or (eq $layout "k3s") (eq $layout "rke2") }}
+- /run/k3s/containerd
+{{- else if eq $layout "k0s" }}
+- /run/k0s
+{{- else if eq $layout "microk8s" }}
+- /var/snap/microk8s/common/run
+{{- end }}
 {{- end -}}

@@ -425,7 +425,9 @@ fn fifty_runs_in_a_row_leave_nothing_behind() {
         assert_eq!(status(&out), 0, "run {i}: {}", text(&out.stderr));
         assert!(
             text(&out.stdout).contains(&format!("argv[1]={i}\n")),
-            "run {i}"
+            "run {i} exited 0 without its output; stdout: {:?}, stderr: {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
         );
     }
     assert_node_is_clean();
