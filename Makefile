@@ -22,7 +22,7 @@ export WASMPOD_KEEP := $(KEEP)
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures demo test unit chart integration dist bench hot-symbols lint clean
+.PHONY: all deps build fixtures demo test unit chart integration dist installer-image bench hot-symbols lint clean
 
 all: build
 
@@ -65,6 +65,16 @@ dist: deps
 	$(PATHS) $(TIMED) dist $(CARGO) build --release --locked \
 		-p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
 	@$(PATHS) echo "shipped binaries: $$CARGO_TARGET_DIR/release/{containerd-shim-wasmpod-v1,wasmpod}"
+
+# The node installer's image (installer, linked static, and the shipped
+# shim, FROM scratch) as an OCI archive, for `ctr images import` or a push.
+installer-image: dist
+	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --release --locked \
+		-p wasmpod-installer --target $$(rustc -vV | sed -n 's/^host: //p')
+	$(PATHS) "$$CARGO_TARGET_DIR/$$(rustc -vV | sed -n 's/^host: //p')/release/wasmpod-node-installer" image \
+		--shim "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1" \
+		--reference docker.io/wasmpod/node-installer:$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) \
+		--output "$$CARGO_TARGET_DIR/node-installer-image.tar"
 
 # Measures the shipped binaries, after their smoke tests.
 bench: fixtures dist
