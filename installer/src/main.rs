@@ -153,7 +153,20 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
                 runtime_path.display()
             );
         }
-        if !change.changes() && previous_shim.as_deref() == Some(shim.file_name.as_str()) {
+        let on_path = host.join(&cli.bin_dir).join(shim_file::LINK);
+        let link_missing = !cli.bin_dir.as_os_str().is_empty()
+            && std::fs::read_link(&on_path).ok().as_deref() != Some(runtime_path.as_path());
+        if link_missing {
+            println!(
+                "would link {} to {} (unless another file has that name)",
+                cli.bin_dir.join(shim_file::LINK).display(),
+                runtime_path.display()
+            );
+        }
+        if !change.changes()
+            && previous_shim.as_deref() == Some(shim.file_name.as_str())
+            && !link_missing
+        {
             println!("nothing to change");
         }
         return Ok(());
