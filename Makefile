@@ -35,6 +35,10 @@ deps:
 # over what one invocation builds, so the tests then rebuild nothing.
 build: deps
 	$(PATHS) $(TIMED) build $(CARGO) build --profile quick --locked --workspace --all-targets
+	@# The installer again, linked static: the integration tests run its
+	@# image, which is FROM scratch, as the chart's DaemonSet would.
+	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --profile quick --locked \
+		-p wasmpod-installer --target $$(rustc -vV | sed -n 's/^host: //p')
 
 fixtures: build
 	$(PATHS) $(TIMED) fixtures test/wasm/build.sh "$$WASMPOD_FIXTURES"

@@ -32,6 +32,8 @@ iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && hostport_chains_before=y
 "$here/containerd.sh" start "$suite"
 "$here/registry.sh" start plain
 "$here/registry.sh" start auth
+# Helm's SDK renders the chart's installer pod for the installer tests.
+"$here/chart.sh" deps
 # oras (PyPI) is the other side of the interoperability tests.
 "$python" -c 'import oras' 2>/dev/null || "$WASMPOD_VENV/bin/pip" install -q 'oras==0.2.43'
 set -a
@@ -42,6 +44,9 @@ WASMPOD_REGISTRY_STORAGE=$("$here/registry.sh" storage plain)
 WASMPOD_REGISTRY_AUTH=$("$here/registry.sh" addr auth)
 WASMPOD_CLI=$WASMPOD_BIN/wasmpod
 WASMPOD_INSTALLER=$WASMPOD_BIN/wasmpod-node-installer
+# The same, linked static for its image FROM scratch (make build).
+WASMPOD_INSTALLER_STATIC=$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/quick/wasmpod-node-installer
+WASMPOD_CHART_RENDER=$here/chart/render.py
 WASMPOD_PYTHON=$python
 # The CLI reads registry credentials from here: none, unless a test adds some.
 DOCKER_CONFIG=$(mktemp -d /tmp/wasmpod-docker-config.XXXXXX)

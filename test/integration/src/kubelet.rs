@@ -10,10 +10,11 @@ use containerd_client::tonic::{self, transport::Channel};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStats, ContainerStatsRequest,
-    ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    ImageStatusRequest, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, Mount, PodSandboxConfig,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStats,
+    ContainerStatsRequest, ContainerStatus, ContainerStatusRequest, CreateContainerRequest,
+    ExecSyncRequest, ImageSpec, ImageStatusRequest, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, Protocol, PullImageRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopContainerRequest, StopPodSandboxRequest,
@@ -204,6 +205,15 @@ impl Kubelet {
             port_mappings: port_mappings(pod),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: namespaces(pod),
+                    privileged: pod
+                        .spec
+                        .containers
+                        .iter()
+                        .any(|c| c.security_context.privileged),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -400,7 +410,7 @@ impl Kubelet {
             annotations: pod.metadata.annotations.clone().into_iter().collect(),
             log_path: format!("{}/{attempt}.log", c.name),
             mounts,
-            linux: Some(linux(c)),
+            linux: Some(linux(pod, c)),
             ..Default::default()
         };
         Ok(self
@@ -623,7 +633,16 @@ impl Kubelet {
 
 /// The Linux part of a container's config: resources and security context,
 /// converted as the kubelet converts them.
-fn linux(c: &Container) -> LinuxContainerConfig {
+/// The namespaces the kubelet asks for: the node's pids under `hostPID`,
+/// else the runtime's defaults.
+fn namespaces(pod: &Pod) -> Option<NamespaceOption> {
+    pod.spec.host_pid.then(|| NamespaceOption {
+        pid: NamespaceMode::Node as i32,
+        ..Default::default()
+    })
+}
+
+fn linux(pod: &Pod, c: &Container) -> LinuxContainerConfig {
     /// The CFS period the kubelet uses, in microseconds.
     const CPU_PERIOD: i64 = 100_000;
     let r = &c.resources;
@@ -642,9 +661,21 @@ fn linux(c: &Container) -> LinuxContainerConfig {
     };
     LinuxContainerConfig {
         resources: Some(resources),
-        security_context: Some(LinuxContainerSecurityContext {
-            readonly_rootfs: c.security_context.read_only_root_filesystem,
-            ..Default::default()
+        security_context: Some({
+            let s = &c.security_context;
+            LinuxContainerSecurityContext {
+                readonly_rootfs: s.read_only_root_filesystem,
+                privileged: s.privileged,
+                run_as_user: s.run_as_user.map(|value| Int64Value { value }),
+                no_new_privs: s.allow_privilege_escalation == Some(false),
+                capabilities: Some(Capability {
+                    add_capabilities: s.capabilities.add.clone(),
+                    drop_capabilities: s.capabilities.drop.clone(),
+                    ..Default::default()
+                }),
+                namespace_options: namespaces(pod),
+                ..Default::default()
+            }
         }),
     }
 }

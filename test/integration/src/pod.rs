@@ -81,6 +81,9 @@ pub struct PodSpec {
     /// Volumes the containers may mount.
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// The node's process namespace instead of the pod's own.
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: bool,
 }
 
 /// A pod volume; exactly one source is set.
@@ -163,6 +166,27 @@ pub struct SecurityContext {
     /// The image's files are read-only when true.
     #[serde(default)]
     pub read_only_root_filesystem: bool,
+    /// Every capability and device, as the kubelet passes it on.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The uid the process runs as.
+    pub run_as_user: Option<i64>,
+    /// `false` sets `no_new_privs`.
+    pub allow_privilege_escalation: Option<bool>,
+    /// Capabilities added to and dropped from the runtime's default set.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// `securityContext.capabilities`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Capabilities {
+    /// Added (`NET_ADMIN`, ...).
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Dropped (`ALL` for every one).
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 /// `resources` of a container: quantities as written (`64Mi`, `500m`).

@@ -323,16 +323,28 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-#[test]
-#[ignore = "needs the suite's containerd: run `make test`"]
-fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
-    let dir = private_dir("installer");
-    let bridge = format!("wp-{}-i", suite());
-    let subnet = match suite().as_str() {
-        "bookworm" => "10.88.71.0/24",
-        "trixie" => "10.88.72.0/24",
-        _ => "10.88.73.0/24",
+/// A containerd with its CRI, CNI bridge and the pause and hello images,
+/// from Debian's packaged config with paths of its own under
+/// `/run/wasmpod-test/SUITE-NAME` (no wasmpod in it), under a supervisor.
+struct CriNode {
+    containerd: Supervised,
+    dir: PathBuf,
+    socket: PathBuf,
+    config: PathBuf,
+    original: String,
+    bin_dir: PathBuf,
+}
+
+/// Starts a [`CriNode`]; `net` (0-9) picks its bridge's subnet.
+fn cri_node(name: &str, tag: char, net: u8) -> CriNode {
+    let dir = private_dir(name);
+    let bridge = format!("wp-{}-{tag}", suite());
+    let suite_net = match suite().as_str() {
+        "bookworm" => 1,
+        "trixie" => 2,
+        _ => 3,
     };
+    let subnet = format!("10.88.{}{suite_net}.0/24", 7 + net);
     let socket = dir.join("containerd.sock");
     let config = dir.join("config.toml");
     // Debian's packaged config, with this test's own paths: no wasmpod in it.
@@ -348,7 +360,7 @@ fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
     std::fs::create_dir_all(dir.join("cni")).expect("mkdir");
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0",
-        "name": format!("wasmpod-{}-installer", suite()),
+        "name": format!("wasmpod-{}-{name}", suite()),
         "plugins": [{
             "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join("ipam")}
@@ -378,6 +390,27 @@ fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
             .expect("ctr runs");
         ok(&out, "ctr images import");
     }
+    CriNode {
+        containerd,
+        dir,
+        socket,
+        config,
+        original,
+        bin_dir,
+    }
+}
+
+#[test]
+#[ignore = "needs the suite's containerd: run `make test`"]
+fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
+    let CriNode {
+        containerd,
+        dir,
+        socket,
+        config,
+        original,
+        bin_dir,
+    } = cri_node("installer", 'i', 0);
     let install_dir = dir.join("opt-wasmpod");
     let shim = Path::new(&var("WASMPOD_INSTALLER")).with_file_name("containerd-shim-wasmpod-v1");
     let install = [
@@ -540,4 +573,178 @@ fn a_config_containerd_will_not_take_is_rolled_back() {
     if !opt_was_there {
         let _ = std::fs::remove_dir_all(opt);
     }
+}
+
+/// The installer process running `install` for host config `config`, seen
+/// in the node's /proc: (pid, its /proc/PID/status).
+fn installer_process(config: &Path) -> Option<(i32, String)> {
+    let wanted = format!("--config={}", config.display());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let ours = args.first()? == b"/wasmpod-node-installer"
+                && args.contains(&wanted.as_bytes())
+                && args.contains(&&b"install"[..]);
+            ours.then(|| {
+                Some((
+                    pid,
+                    std::fs::read_to_string(entry.path().join("status")).ok()?,
+                ))
+            })?
+        })
+}
+
+#[test]
+#[ignore = "needs the suite's containerd: run `make test`"]
+fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
+    let node = cri_node("daemonset", 'd', 1);
+    // The installer's image, FROM scratch: its static build and the shim.
+    let image = node.dir.join("node-installer.tar");
+    let out = Command::new(var("WASMPOD_INSTALLER_STATIC"))
+        .arg("image")
+        .arg("--shim")
+        .arg(Path::new(&var("WASMPOD_INSTALLER")).with_file_name("containerd-shim-wasmpod-v1"))
+        .args([
+            "--reference",
+            "docker.io/wasmpod/node-installer:test",
+            "--output",
+        ])
+        .arg(&image)
+        .output()
+        .expect("runs");
+    ok(&out, "wasmpod-node-installer image");
+    let out = Command::new(var("WASMPOD_CTR"))
+        .arg("-a")
+        .arg(&node.socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&image)
+        .output()
+        .expect("ctr runs");
+    ok(&out, "ctr images import");
+    // The DaemonSet's pod as Helm renders it for a node whose containerd
+    // reads the test's config and is restarted by its supervisor.
+    let install_dir = node.dir.join("opt-wasmpod");
+    let values = serde_json::json!({
+        "image": {"repository": "wasmpod/node-installer", "tag": "test", "pullPolicy": "Never"},
+        "node": {
+            "layout": "containerd",
+            "configPath": node.config,
+            "restart": "signal",
+            "installDir": install_dir,
+            "binDir": node.bin_dir,
+            "containerdSocket": node.socket,
+            "healthTimeout": 30,
+        },
+    });
+    let out = Command::new(var("WASMPOD_PYTHON"))
+        .arg(var("WASMPOD_CHART_RENDER"))
+        .arg(values.to_string())
+        .output()
+        .expect("python runs");
+    let manifest = ok(&out, "render the chart");
+    let pod = Pod::from_yaml(&manifest).expect("the DaemonSet's pod");
+    assert!(
+        pod.spec.host_pid,
+        "the signal restart needs the node's pids"
+    );
+
+    block_on(async {
+        let pods = node.dir.join("pods");
+        let mut kubelet = Kubelet::connect(node.socket.to_str().expect("utf-8"), &pods)
+            .await
+            .expect("CRI");
+        let installer = kubelet.run(&pod).await.expect("the installer pod runs");
+        let (name, _) = installer.containers[0].clone();
+        // Its log, read as `kubectl logs` reads it, says when it is done.
+        let start = Instant::now();
+        let log = loop {
+            let log = kubelet.logs(&installer, &name).unwrap_or_default();
+            if log.contains("done; staying until the pod is stopped") {
+                break log;
+            }
+            assert!(
+                !log.contains("wasmpod-node-installer:")
+                    && start.elapsed() < Duration::from_secs(90),
+                "the installer pod did not finish: {log}\n{}",
+                node.containerd.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            log.contains("containerd is healthy and lists the wasmpod runtime"),
+            "{log}"
+        );
+        assert_eq!(
+            node.containerd.starts(),
+            2,
+            "restarted once, by the pod's SIGTERM"
+        );
+        // It did that as root with no capability and no way to gain one.
+        let (pid, status) = installer_process(&node.config).expect("the installer stays running");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(field("CapEff:"), "0000000000000000", "pid {pid}: {status}");
+        assert_eq!(field("CapBnd:"), "0000000000000000", "pid {pid}: {status}");
+        assert_eq!(field("NoNewPrivs:"), "1", "pid {pid}: {status}");
+        assert!(field("Uid:").starts_with('0'), "pid {pid}: {status}");
+
+        // containerd was restarted under the kubelet: a new connection, and
+        // a Wasm pod through the handler the installer pod added.
+        let mut kubelet = Kubelet::connect(node.socket.to_str().expect("utf-8"), &pods)
+            .await
+            .expect("CRI after the restart");
+        let hello = Pod::from_yaml(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/hello.yaml"),
+            )
+            .expect("example"),
+        )
+        .expect("pod");
+        let running = kubelet.run(&hello).await.expect("the hello pod runs");
+        let (hello_name, id) = running.containers[0].clone();
+        let status = kubelet
+            .wait_exited(&hello_name, &id, Duration::from_secs(60))
+            .await
+            .expect("exits");
+        let logs = kubelet.logs(&running, &hello_name).expect("logs");
+        kubelet.remove(&running).await.expect("removed");
+        assert_eq!(status.exit_code, 0, "{logs}");
+        assert!(logs.contains("hello from wasm"), "{logs}");
+
+        // Stopped as the DaemonSet's pod would be: SIGTERM, exit 0.
+        kubelet
+            .remove(&installer)
+            .await
+            .expect("installer pod removed");
+        assert!(
+            installer_process(&node.config).is_none(),
+            "the installer exited"
+        );
+    });
+
+    // No uninstall hook yet: the same binary takes it out from the node.
+    let out = run_installer(&[
+        "--config",
+        node.config.to_str().expect("utf-8"),
+        "--install-dir",
+        install_dir.to_str().expect("utf-8"),
+        "--bin-dir",
+        node.bin_dir.to_str().expect("utf-8"),
+        "uninstall",
+    ]);
+    ok(&out, "uninstall");
+    assert_eq!(
+        std::fs::read_to_string(&node.config).expect("read"),
+        node.original
+    );
 }

@@ -1,0 +1,30 @@
+"""Prints the pod the chart's DaemonSet would start on a node, as a Pod
+manifest, for the integration tests to run through the CRI as the kubelet
+would: python render.py VALUES_JSON."""
+
+import json
+import os
+import sys
+
+import helm_python as helm
+import yaml
+
+CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "charts", "wasmpod")
+
+values = json.loads(sys.argv[1])
+with helm.Chart.load(CHART) as chart:
+    chart.validate_schema(values)
+    manifests = chart.render(values, name="wasmpod", namespace="wasmpod-system", is_install=True)
+daemonset = yaml.safe_load(manifests["wasmpod/templates/daemonset.yaml"])
+template = daemonset["spec"]["template"]
+pod = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": daemonset["metadata"]["name"] + "-node",
+        "namespace": daemonset["metadata"]["namespace"],
+        "labels": template["metadata"]["labels"],
+    },
+    "spec": template["spec"],
+}
+yaml.safe_dump(pod, sys.stdout)
