@@ -209,9 +209,18 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
     // The record goes first: an installer stopped after the config change
     // still knows what to roll back to.
     State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
+    // A change recorded but never seen healthy (the last run was stopped
+    // after its restart, or restarted nothing) is finished as if new.
+    let resumed = !changed && recorded.as_ref().is_some_and(|r| !r.verified);
     if changed {
         change.apply(&host)?;
         info!(config = %layout.target.display(), "wasmpod runtime added to the containerd config");
+    } else if resumed {
+        info!(config = %layout.target.display(), "the containerd config has the wasmpod runtime, not yet seen healthy");
+    } else {
+        info!(config = %layout.target.display(), "the containerd config already has the wasmpod runtime");
+    }
+    if changed || resumed {
         restart::restart(cli.restart, &layout, false, run_in_host)?;
         if cli.restart == Method::None {
             warn!(
@@ -220,20 +229,23 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
         } else {
             info!(method = ?cli.restart, "containerd restarted");
         }
-    } else {
-        info!(config = %layout.target.display(), "the containerd config already has the wasmpod runtime");
     }
-    // Also when nothing changed but the last run was stopped before it saw
-    // containerd healthy (its own pod restarted by the restart, say).
     if cli.restart != Method::None && !state.verified {
         let socket = socket(cli, &host, &layout, change.after.as_deref())?;
         match wait_healthy(cli, &host, &socket, true) {
             Ok(version) => {
                 info!(%version, socket = %socket.display(), "containerd is healthy and lists the wasmpod runtime")
             }
-            Err(error) if changed => {
-                return Err(roll_back(cli, &host, &layout, &change, &socket, error));
+            Err(error) if changed || resumed => {
+                // From the config before the installer's change to now.
+                let undo = plan::FileChange {
+                    path: layout.target.clone(),
+                    before: state.previous.clone(),
+                    after: change.after.clone(),
+                };
+                return Err(roll_back(cli, &host, &layout, &undo, &socket, error));
             }
+            // Not a change of this installer's: nothing of ours to put back.
             Err(error) => return Err(error.into()),
         }
         state.verified = true;

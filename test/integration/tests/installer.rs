@@ -199,7 +199,7 @@ impl Supervised {
             std::thread::spawn(move || {
                 // Bounded: a containerd that keeps dying is a failure, not a
                 // loop. A second between starts, as systemd's RestartSec.
-                while !stop.load(Ordering::SeqCst) && starts.load(Ordering::SeqCst) < 60 {
+                while !stop.load(Ordering::SeqCst) && starts.load(Ordering::SeqCst) < 150 {
                     let out = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
@@ -296,18 +296,24 @@ fn private_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The installer on this node's own root, restarting by signal unless
+/// `args` say how.
 fn run_installer(args: &[&str]) -> std::process::Output {
+    let restart = if args.contains(&"--restart") {
+        &[][..]
+    } else {
+        &["--restart", "signal"][..]
+    };
     let out = Command::new(var("WASMPOD_INSTALLER"))
         .args([
             "--host-root",
             "/",
             "--layout",
             "containerd",
-            "--restart",
-            "signal",
             "--health-timeout",
             "30",
         ])
+        .args(restart)
         .args(args)
         .output()
         .expect("runs");
@@ -567,6 +573,47 @@ fn a_config_containerd_will_not_take_is_rolled_back() {
     assert!(
         containerd.starts() >= 3,
         "restarted with the change and again without it"
+    );
+    containerd.wait_up(&socket);
+
+    // The same change left unchecked (restart none), then finished by a run
+    // that restarts: it is rolled back as well, to the config before it.
+    let args = |restart: &'static str| {
+        vec![
+            "--restart".to_owned(),
+            restart.to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--config-version".to_owned(),
+            wrong.to_owned(),
+            "--containerd-socket".to_owned(),
+            socket.display().to_string(),
+            "--install-dir".to_owned(),
+            install_dir.display().to_string(),
+            "--bin-dir".to_owned(),
+            bin_dir.display().to_string(),
+            "install".to_owned(),
+            "--shim".to_owned(),
+            shim.display().to_string(),
+        ]
+    };
+    let none: Vec<String> = args("none");
+    let none: Vec<&str> = none.iter().map(String::as_str).collect();
+    ok(&run_installer(&none), "install without a restart");
+    assert_ne!(std::fs::read_to_string(&config).expect("read"), original);
+    let signal: Vec<String> = args("signal");
+    let signal: Vec<&str> = signal.iter().map(String::as_str).collect();
+    let out = run_installer(&signal);
+    assert!(!out.status.success(), "the resumed install must fail");
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("not yet seen healthy") && log.contains("was put back"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("read"),
+        original,
+        "the config is as it was"
     );
     containerd.wait_up(&socket);
     drop(containerd);
