@@ -276,13 +276,7 @@ fn image(file: &Path, output: &Path, reference: &str) -> anyhow::Result<()> {
     let in_image = format!("/{name}");
     let spec = wasmpod_oci::ImageSpec {
         reference: reference.clone(),
-        // containerd unpacks the image for its own platform.
-        architecture: match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        }
-        .to_owned(),
+        architecture: wasmpod_oci::host_architecture().to_owned(),
         env: Vec::new(),
         cmd: vec![in_image.clone()],
         files: vec![wasmpod_oci::ImageFile {

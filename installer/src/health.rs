@@ -89,7 +89,7 @@ pub async fn wait(
 async fn check(socket: &Path, handler: &str, want: bool) -> Result<Healthy, HealthError> {
     let channel = containerd_client::connect(socket)
         .await
-        .map_err(|error| HealthError::Unreachable(chain(&error)))?;
+        .map_err(|error| HealthError::Unreachable(wasmpod_oci::error_chain(&error)))?;
     let version = VersionClient::new(channel.clone())
         .version(())
         .await
@@ -118,21 +118,6 @@ async fn check(socket: &Path, handler: &str, want: bool) -> Result<Healthy, Heal
         });
     }
     Ok(Healthy { version })
-}
-
-/// `error` and its causes on one line (a transport error alone says only
-/// "transport error").
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether a CRI config dump (its JSON differs between containerd 1.x and

@@ -412,11 +412,7 @@ fn stay() -> ExitCode {
 
 fn image(shim: &Path, reference: &str, output: &Path) -> anyhow::Result<()> {
     let me = std::env::current_exe().context("find this binary")?;
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let architecture = wasmpod_oci::host_architecture();
     wasmpod_installer::image::write(&me, shim, reference, architecture, output)?;
     println!("{} ({reference})", output.display());
     Ok(())

@@ -38,6 +38,16 @@ pub struct ImageSpec {
     pub files: Vec<ImageFile>,
 }
 
+/// This build's architecture in OCI's words (`amd64`, `arm64`): an image
+/// for the machine it runs on, as containerd unpacks images for its own.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }

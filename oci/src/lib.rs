@@ -13,7 +13,7 @@ mod rootfs;
 pub mod verify;
 
 pub use content::{ContentError, ContentStore};
-pub use image::{ImageFile, ImageSpec, write_image_archive};
+pub use image::{ImageFile, ImageSpec, host_architecture, write_image_archive};
 pub use kind::{Preamble, WasmKind};
 pub use rootfs::{
     DigestMemo, MAX_WASM_SIZE, RootfsWasm, SourceError, identify_in_rootfs, read_from_rootfs,

@@ -415,6 +415,16 @@ struct WithTemplate {
 }
 
 impl Pod {
+    /// The manifest `name` of `deploy/examples/`, as `kubectl apply` takes it.
+    pub fn example(name: &str) -> Self {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/examples")
+            .join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("example pod {}: {e}", path.display()));
+        Self::from_yaml(&text).expect("a pod manifest")
+    }
+
     /// Reads the first Pod (or pod template of a Deployment, Job,
     /// StatefulSet or DaemonSet) of a file of YAML documents, with the
     /// file's ConfigMaps and Secrets.

@@ -321,6 +321,37 @@ fn run_installer(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Imports image archive `tar` into the CRI's namespace of the containerd
+/// on `socket`.
+fn import_for_cri(socket: &Path, tar: &Path) {
+    let out = Command::new(var("WASMPOD_CTR"))
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(tar)
+        .output()
+        .expect("ctr runs");
+    ok(&out, "ctr images import");
+}
+
+/// Runs `deploy/examples/hello.yaml` (RuntimeClass `wasmpod`) to its exit
+/// and removes it: it must exit 0 and log its greeting.
+async fn hello_pod_runs(kubelet: &mut Kubelet) {
+    let running = kubelet
+        .run(&Pod::example("hello.yaml"))
+        .await
+        .expect("the hello pod runs");
+    let (name, id) = running.containers[0].clone();
+    let status = kubelet
+        .wait_exited(&name, &id, Duration::from_secs(60))
+        .await
+        .expect("exits");
+    let logs = kubelet.logs(&running, &name).expect("logs");
+    kubelet.remove(&running).await.expect("removed");
+    assert_eq!(status.exit_code, 0, "{logs}");
+    assert!(logs.contains("hello from wasm"), "{logs}");
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,15 +417,7 @@ fn cri_node(name: &str, tag: char, net: u8) -> CriNode {
     );
     containerd.wait_up(&socket);
     for tar in ["pause.tar", "hello.tar"] {
-        let tar = Path::new(&var("WASMPOD_FIXTURES")).join(tar);
-        let out = Command::new(var("WASMPOD_CTR"))
-            .arg("-a")
-            .arg(&socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&tar)
-            .output()
-            .expect("ctr runs");
-        ok(&out, "ctr images import");
+        import_for_cri(&socket, &Path::new(&var("WASMPOD_FIXTURES")).join(tar));
     }
     CriNode {
         containerd,
@@ -451,23 +474,7 @@ fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
         let mut kubelet = Kubelet::connect(socket.to_str().expect("utf-8"), &pods)
             .await
             .expect("CRI");
-        let pod = Pod::from_yaml(
-            &std::fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/hello.yaml"),
-            )
-            .expect("example"),
-        )
-        .expect("pod");
-        let running = kubelet.run(&pod).await.expect("the hello pod runs");
-        let (name, id) = running.containers[0].clone();
-        let status = kubelet
-            .wait_exited(&name, &id, Duration::from_secs(60))
-            .await
-            .expect("exits");
-        let logs = kubelet.logs(&running, &name).expect("logs");
-        kubelet.remove(&running).await.expect("removed");
-        assert_eq!(status.exit_code, 0, "{logs}");
-        assert!(logs.contains("hello from wasm"), "{logs}");
+        hello_pod_runs(&mut kubelet).await;
     });
 
     // Again: nothing to change, no restart.
@@ -664,14 +671,7 @@ fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
         .output()
         .expect("runs");
     ok(&out, "wasmpod-node-installer image");
-    let out = Command::new(var("WASMPOD_CTR"))
-        .arg("-a")
-        .arg(&node.socket)
-        .args(["-n", "k8s.io", "images", "import"])
-        .arg(&image)
-        .output()
-        .expect("ctr runs");
-    ok(&out, "ctr images import");
+    import_for_cri(&node.socket, &image);
     // The DaemonSet's pod as Helm renders it for a node whose containerd
     // reads the test's config and is restarted by its supervisor.
     let install_dir = node.dir.join("opt-wasmpod");
@@ -750,23 +750,7 @@ fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
         let mut kubelet = Kubelet::connect(node.socket.to_str().expect("utf-8"), &pods)
             .await
             .expect("CRI after the restart");
-        let hello = Pod::from_yaml(
-            &std::fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/hello.yaml"),
-            )
-            .expect("example"),
-        )
-        .expect("pod");
-        let running = kubelet.run(&hello).await.expect("the hello pod runs");
-        let (hello_name, id) = running.containers[0].clone();
-        let status = kubelet
-            .wait_exited(&hello_name, &id, Duration::from_secs(60))
-            .await
-            .expect("exits");
-        let logs = kubelet.logs(&running, &hello_name).expect("logs");
-        kubelet.remove(&running).await.expect("removed");
-        assert_eq!(status.exit_code, 0, "{logs}");
-        assert!(logs.contains("hello from wasm"), "{logs}");
+        hello_pod_runs(&mut kubelet).await;
 
         // Stopped as the DaemonSet's pod would be: SIGTERM, exit 0.
         kubelet

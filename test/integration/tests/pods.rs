@@ -21,14 +21,6 @@ use wasmpod_integration::{http, ok, unique, var};
 /// The namespace containerd's CRI plugin keeps its images and pods in.
 const CRI_NAMESPACE: &str = "k8s.io";
 
-fn example(name: &str) -> Pod {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy/examples")
-        .join(name);
-    let text = std::fs::read_to_string(&path).expect("example pod");
-    Pod::from_yaml(&text).expect("a pod manifest")
-}
-
 /// Imports the sandbox and test images into the CRI's namespace, once.
 fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
@@ -115,7 +107,7 @@ fn line<'a>(logs: &'a str, op: &str) -> &'a str {
 fn hello_pod_logs_its_args_and_env() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let (code, logs) = run_to_completion(&mut kubelet, &example("hello.yaml")).await;
+        let (code, logs) = run_to_completion(&mut kubelet, &Pod::example("hello.yaml")).await;
         assert_eq!(code, 0, "{logs}");
         assert!(logs.contains("hello from wasm"), "{logs}");
         assert!(logs.contains("argv[0]=/hello.wasm"), "{logs}");
@@ -129,11 +121,12 @@ fn hello_pod_logs_its_args_and_env() {
 fn a_runc_pod_runs_beside_wasmpod_pods() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let (code, logs) = run_to_completion(&mut kubelet, &example("hello-native.yaml")).await;
+        let (code, logs) =
+            run_to_completion(&mut kubelet, &Pod::example("hello-native.yaml")).await;
         assert_eq!(code, 0, "{logs}");
         assert!(logs.contains("argv[1]=from-runc"), "{logs}");
         assert!(logs.contains("GREETING=default"), "{logs}");
-        let (code, logs) = run_to_completion(&mut kubelet, &example("hello.yaml")).await;
+        let (code, logs) = run_to_completion(&mut kubelet, &Pod::example("hello.yaml")).await;
         assert_eq!(code, 0, "{logs}");
         assert!(logs.contains("argv[1]=from-a-pod"), "{logs}");
     });
@@ -144,7 +137,7 @@ fn a_runc_pod_runs_beside_wasmpod_pods() {
 fn volumes_are_preopens_with_their_modes() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let pod = example("volumes.yaml");
+        let pod = Pod::example("volumes.yaml");
         let (status, logs) = run_to_completion_with(&mut kubelet, &pod, |running| {
             // The guest's write landed in the emptyDir on the node.
             let note = running.volumes["scratch"].host.join("note.txt");
@@ -195,7 +188,7 @@ fn escapes_from_preopens_fail() {
         let outside_rel = rel(&secret);
         let outside_abs = secret.to_string_lossy().into_owned();
 
-        let mut pod = example("volumes.yaml");
+        let mut pod = Pod::example("volumes.yaml");
         pod.metadata.name = "escapes".into();
         pod.spec.volumes.push(Volume {
             name: "host".into(),
@@ -268,7 +261,7 @@ fn escapes_from_preopens_fail() {
 fn memory_limit_stops_a_hog_as_oom_killed() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let mut pod = example("memory-limit.yaml");
+        let mut pod = Pod::example("memory-limit.yaml");
         let (status, logs) = run_to_completion_with(&mut kubelet, &pod, |_| {}).await;
         assert_eq!(status.exit_code, 0, "24 MiB fit in 32 MiB: {logs}");
         assert!(logs.contains("allocated 24 MiB, done"), "{logs}");
@@ -428,7 +421,7 @@ fn a_failed_container_is_restarted_in_its_sandbox_by_policy() {
 
 /// The hello pod, named `name`, running `program` of the test image.
 fn program_pod(name: &str, program: &str, args: &[&str]) -> Pod {
-    let mut pod = example("hello.yaml");
+    let mut pod = Pod::example("hello.yaml");
     pod.metadata.name = name.into();
     let c = &mut pod.spec.containers[0];
     c.image = "docker.io/wasmpod/test-programs:latest".into();
@@ -595,7 +588,7 @@ fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
 fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
     block_on(async {
         let mut kubelet = kubelet().await;
-        let pod = example("http.yaml");
+        let pod = Pod::example("http.yaml");
         let running = kubelet.run(&pod).await.expect("pod runs");
         let (name, id) = running.containers[0].clone();
         let ip = running.ip.clone();
