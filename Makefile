@@ -22,7 +22,7 @@ export WASMPOD_KEEP := $(KEEP)
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures demo test unit chart integration dist installer-image bench hot-symbols lint clean
+.PHONY: all deps build fixtures k8s demo test unit chart integration dist installer-image bench hot-symbols lint clean
 
 all: build
 
@@ -58,7 +58,13 @@ unit:
 chart: deps
 	$(PATHS) $(TIMED) chart test/chart.sh
 
-integration: fixtures
+# Kubernetes' own binaries and etcd, built from their Go modules into
+# $WASMPOD_K8S once per version (test/k8s/): the installer tests' API server.
+k8s:
+	$(PATHS) $(TIMED) k8s test/k8s/build.sh kube etcd
+
+# The installer tests (in the default set) need the k8s binaries; others not.
+integration: fixtures $(if $(if $(TESTS),$(filter installer,$(TESTS)),installer),k8s)
 	@$(PATHS) for suite in $(SUITES); do \
 		$(TIMED) "integration $$suite" test/integration.sh $$suite "$$WASMPOD_FIXTURES" $(TEST) || exit 1; \
 	done

@@ -21,6 +21,7 @@ python=$WASMPOD_VENV/bin/python
 
 stop_all() {
     "$here/containerd.sh" stop "$suite"
+    "$here/k8s/cluster.sh" down
     "$here/registry.sh" stop plain
     "$here/registry.sh" stop auth
 }
@@ -32,12 +33,19 @@ iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && hostport_chains_before=y
 "$here/containerd.sh" start "$suite"
 "$here/registry.sh" start plain
 "$here/registry.sh" start auth
+# The installer labels its node and posts events in a real API server
+# (Kubernetes built from source by test/k8s/build.sh, on 127.0.0.1).
+kube_env=
+case " $tests " in
+    *" installer "*) kube_env=$("$here/k8s/cluster.sh" up) ;;
+esac
 # Helm's SDK renders the chart's installer pod for the installer tests.
 "$here/chart.sh" deps
 # oras (PyPI) is the other side of the interoperability tests.
 "$python" -c 'import oras' 2>/dev/null || "$WASMPOD_VENV/bin/pip" install -q 'oras==0.2.43'
 set -a
 eval "$("$here/containerd.sh" env "$suite")"
+eval "$kube_env"
 WASMPOD_FIXTURES=$fixtures
 WASMPOD_REGISTRY=$("$here/registry.sh" addr plain)
 WASMPOD_REGISTRY_STORAGE=$("$here/registry.sh" storage plain)

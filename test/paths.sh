@@ -14,6 +14,8 @@
 #   WASMPOD_FIXTURES    $CARGO_TARGET_DIR/fixtures: test programs and images
 #   WASMPOD_CACHE       $WASMPOD_CACHE_ROOT/downloads: containerd packages
 #   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
+#   WASMPOD_K8S         $WASMPOD_CACHE_ROOT/k8s: Kubernetes, etcd, helm, crictl
+#                       built by test/k8s/build.sh, a directory per version
 
 if [ -z "${WASMPOD_CACHE_ROOT:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -27,7 +29,8 @@ fi
 : "${WASMPOD_FIXTURES:=$CARGO_TARGET_DIR/fixtures}"
 : "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
 : "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
-wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV)
+: "${WASMPOD_K8S:=$WASMPOD_CACHE_ROOT/k8s}"
+wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S)
 export "${wasmpod_paths[@]}"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -5,6 +5,7 @@ pub mod config;
 pub mod health;
 pub mod image;
 pub mod layout;
+pub mod node;
 pub mod plan;
 pub mod restart;
 pub mod shim_file;

@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 use wasmpod_installer::layout::{self, Flavour, HostRoot};
+use wasmpod_installer::node::{self, EventType, Mark};
 use wasmpod_installer::restart::{self, Method};
 use wasmpod_installer::shim_file::{self, Shim};
 use wasmpod_installer::state::State;
@@ -39,8 +41,10 @@ struct Cli {
     install_dir: PathBuf,
     /// A directory on containerd's PATH for a link to the shim (host path):
     /// containerd 1.6 finds shims there only; empty for none.
-    #[arg(long, default_value = "/usr/local/bin", global = true)]
-    bin_dir: PathBuf,
+    // clap's PathBuf parser refuses an empty value; an OsString one takes it.
+    #[arg(long, default_value = "/usr/local/bin", global = true,
+          value_parser = clap::builder::ValueParser::os_string())]
+    bin_dir: std::ffi::OsString,
     /// How containerd is restarted after a change.
     #[arg(long, value_enum, default_value = "systemd", global = true)]
     restart: Method,
@@ -58,6 +62,13 @@ struct Cli {
     /// not exit, or it is started again.
     #[arg(long, global = true)]
     stay: bool,
+    /// This node's name in Kubernetes, for its ready label and events (the
+    /// chart passes spec.nodeName); without it, or outside a pod, no label.
+    #[arg(long, env = "NODE_NAME", global = true)]
+    node_name: Option<String>,
+    /// The pod's service account token and the cluster's CA.
+    #[arg(long, default_value = node::SERVICE_ACCOUNT_DIR, global = true)]
+    service_account: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +83,13 @@ enum Command {
     },
     /// Take out the runtime, the shim and the record, and nothing else.
     Uninstall,
+    /// Wait until no node carries the ready label (the uninstall hook's
+    /// last step: every node's uninstaller has finished).
+    WaitNodes {
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Write the installer's image (this binary, static, and the shim,
     /// FROM scratch) as an OCI image archive.
     Image {
@@ -94,6 +112,12 @@ enum Command {
     },
 }
 
+impl Cli {
+    fn health_limit(&self) -> Duration {
+        Duration::from_secs(self.health_timeout)
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -107,6 +131,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Install { shim } => install(&cli, shim),
         Command::Uninstall => uninstall(&cli),
+        Command::WaitNodes { timeout } => wait_nodes(&cli, *timeout),
         Command::Image {
             shim,
             reference,
@@ -125,6 +150,19 @@ fn main() -> ExitCode {
 }
 
 fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
+    let cluster = if cli.dry_run { None } else { cluster(cli)? };
+    let result = install_here(cli, shim_path, cluster.as_ref());
+    if let (Err(error), Some(cluster)) = (&result, &cluster) {
+        cluster.event(
+            EventType::Warning,
+            "WasmpodInstallFailed",
+            &format!("{error:#}"),
+        );
+    }
+    result
+}
+
+fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyhow::Result<()> {
     let host = HostRoot::new(&cli.host_root);
     let layout = layout::detect(&host, cli.layout, cli.config.as_deref())?;
     info!(layout = layout.flavour.name(), config = %layout.target.display(), "containerd layout");
@@ -153,13 +191,13 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
                 runtime_path.display()
             );
         }
-        let on_path = host.join(&cli.bin_dir).join(shim_file::LINK);
+        let on_path = host.join(Path::new(&cli.bin_dir)).join(shim_file::LINK);
         let link_missing = !cli.bin_dir.as_os_str().is_empty()
             && std::fs::read_link(&on_path).ok().as_deref() != Some(runtime_path.as_path());
         if link_missing {
             println!(
                 "would link {} to {} (unless another file has that name)",
-                cli.bin_dir.join(shim_file::LINK).display(),
+                Path::new(&cli.bin_dir).join(shim_file::LINK).display(),
                 runtime_path.display()
             );
         }
@@ -171,12 +209,13 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if shim.install(&host.join(&bin_dir))? {
+    let new_shim = shim.install(&host.join(&bin_dir))?;
+    if new_shim {
         info!(shim = %bin_dir.join(&shim.file_name).display(), "shim installed");
     }
     if !cli.bin_dir.as_os_str().is_empty() {
-        let on_path = cli.bin_dir.join(shim_file::LINK);
-        match shim_file::link_on_path(&host.join(&cli.bin_dir), &runtime_path) {
+        let on_path = Path::new(&cli.bin_dir).join(shim_file::LINK);
+        match shim_file::link_on_path(&host.join(Path::new(&cli.bin_dir)), &runtime_path) {
             Ok(shim_file::PathLink::Made) => {
                 info!(link = %on_path.display(), "shim linked on containerd's PATH")
             }
@@ -232,7 +271,7 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
     }
     if cli.restart != Method::None && !state.verified {
         let socket = socket(cli, &host, &layout, change.after.as_deref())?;
-        match wait_healthy(cli, &host, &socket, true) {
+        match wait_healthy(&host, &socket, true, cli.health_limit()) {
             Ok(version) => {
                 info!(%version, socket = %socket.display(), "containerd is healthy and lists the wasmpod runtime")
             }
@@ -243,13 +282,51 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
                     before: state.previous.clone(),
                     after: change.after.clone(),
                 };
-                return Err(roll_back(cli, &host, &layout, &undo, &socket, error));
+                let error = roll_back(cli, &host, &layout, &undo, &socket, error);
+                if let Some(cluster) = cluster {
+                    // The runtime is gone again: no Wasm pod may come here.
+                    if let Err(error) = cluster.mark(Mark::Gone) {
+                        warn!(%error, "the ready label could not be taken off");
+                    }
+                }
+                return Err(error);
             }
             // Not a change of this installer's: nothing of ours to put back.
             Err(error) => return Err(error.into()),
         }
         state.verified = true;
         State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
+    } else if cli.restart == Method::None && !state.verified {
+        // Someone else restarts containerd: one look says whether it has.
+        let socket = socket(cli, &host, &layout, change.after.as_deref())?;
+        match wait_healthy(&host, &socket, true, Duration::ZERO) {
+            Ok(version) => {
+                info!(%version, "containerd lists the wasmpod runtime");
+                state.verified = true;
+                State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
+            }
+            Err(error) => {
+                warn!(%error, "containerd does not run the wasmpod runtime yet: the node is labelled ready once it does and the installer runs again")
+            }
+        }
+    }
+    if let Some(cluster) = cluster.filter(|_| state.verified) {
+        cluster.mark(Mark::Ready)?;
+        info!(
+            label = node::READY_LABEL,
+            node = cluster.node,
+            "node labelled ready for Wasm pods"
+        );
+        if changed || resumed || new_shim {
+            cluster.event(
+                EventType::Normal,
+                "WasmpodInstalled",
+                &format!(
+                    "shim {} installed; containerd runs the wasmpod runtime",
+                    shim.file_name
+                ),
+            );
+        }
     }
     let mut keep = vec![shim.file_name.as_str()];
     keep.extend(previous_shim.as_deref());
@@ -260,6 +337,40 @@ fn install(cli: &Cli, shim_path: &Path) -> anyhow::Result<()> {
 }
 
 fn uninstall(cli: &Cli) -> anyhow::Result<()> {
+    let cluster = if cli.dry_run { None } else { cluster(cli)? };
+    if let Some(cluster) = &cluster {
+        // First, so that no new Wasm pod is scheduled here meanwhile.
+        if let Err(error) = cluster.mark(Mark::Leaving) {
+            warn!(%error, "the node could not be marked as uninstalling; uninstalling anyway");
+        }
+    }
+    let result = uninstall_here(cli);
+    if let Some(cluster) = &cluster {
+        match &result {
+            Ok(()) => {
+                cluster.mark(Mark::Gone)?;
+                info!(
+                    label = node::READY_LABEL,
+                    node = cluster.node,
+                    "ready label taken off"
+                );
+                cluster.event(
+                    EventType::Normal,
+                    "WasmpodUninstalled",
+                    "the wasmpod runtime and shim were taken out of containerd",
+                );
+            }
+            Err(error) => cluster.event(
+                EventType::Warning,
+                "WasmpodUninstallFailed",
+                &format!("{error:#}"),
+            ),
+        }
+    }
+    result
+}
+
+fn uninstall_here(cli: &Cli) -> anyhow::Result<()> {
     let host = HostRoot::new(&cli.host_root);
     let recorded = State::load(&host, &cli.install_dir)?;
     // What the install recorded wins over a new detection.
@@ -287,7 +398,7 @@ fn uninstall(cli: &Cli) -> anyhow::Result<()> {
         info!(config = %layout.target.display(), "wasmpod runtime taken out of the containerd config");
         restart::restart(cli.restart, &layout, false, run_in_host)?;
         if cli.restart != Method::None {
-            let version = wait_healthy(cli, &host, &socket, false)?;
+            let version = wait_healthy(&host, &socket, false, cli.health_limit())?;
             info!(%version, "containerd is healthy without the wasmpod runtime");
         }
     } else {
@@ -295,8 +406,8 @@ fn uninstall(cli: &Cli) -> anyhow::Result<()> {
     }
     if !cli.bin_dir.as_os_str().is_empty() {
         let runtime_path = cli.install_dir.join("bin").join(shim_file::LINK);
-        if shim_file::unlink_from_path(&host.join(&cli.bin_dir), &runtime_path)? {
-            info!(link = %cli.bin_dir.join(shim_file::LINK).display(), "shim link removed from containerd's PATH");
+        if shim_file::unlink_from_path(&host.join(Path::new(&cli.bin_dir)), &runtime_path)? {
+            info!(link = %Path::new(&cli.bin_dir).join(shim_file::LINK).display(), "shim link removed from containerd's PATH");
         }
     }
     for old in shim_file::prune(&bin_dir, &[])? {
@@ -308,6 +419,104 @@ fn uninstall(cli: &Cli) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(dir);
     }
     Ok(())
+}
+
+/// This node's object in the Kubernetes API.
+struct Cluster {
+    api: node::Api,
+    node: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// The node's API object when the installer runs in a pod that names its
+/// node; `None` when run by hand on a host.
+fn cluster(cli: &Cli) -> anyhow::Result<Option<Cluster>> {
+    let Some(api) = node::Api::from_env(&cli.service_account)? else {
+        info!("not in a Kubernetes pod: no node label and no events");
+        return Ok(None);
+    };
+    let Some(node) = cli.node_name.clone() else {
+        warn!("no --node-name (NODE_NAME): no node label and no events");
+        return Ok(None);
+    };
+    Ok(Some(Cluster {
+        api,
+        node,
+        runtime: current_thread()?,
+    }))
+}
+
+impl Cluster {
+    /// Sets the label, trying again for a few seconds: an API server may be
+    /// restarting, and without the label no Wasm pod comes to the node.
+    fn mark(&self, mark: Mark) -> Result<(), node::NodeError> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.runtime.block_on(self.api.mark(&self.node, mark)) {
+                Ok(()) => return Ok(()),
+                Err(error) if delay <= Duration::from_secs(4) => {
+                    warn!(%error, "labelling the node failed; trying again");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Posts an event on the node; one that cannot be posted is only logged.
+    fn event(&self, kind: EventType, reason: &str, message: &str) {
+        let posted = self
+            .runtime
+            .block_on(self.api.event(&self.node, kind, reason, message));
+        if let Err(error) = posted {
+            warn!(%error, reason, "event not posted");
+        }
+    }
+}
+
+/// Waits until no node has the ready label, saying which still do.
+fn wait_nodes(cli: &Cli, timeout: u64) -> anyhow::Result<()> {
+    let api = node::Api::from_env(&cli.service_account)?
+        .context("not in a Kubernetes pod: KUBERNETES_SERVICE_HOST and _PORT are not set")?;
+    let runtime = current_thread()?;
+    let start = std::time::Instant::now();
+    let mut said = None;
+    loop {
+        let left = match runtime.block_on(api.labelled()) {
+            Ok(left) if left.is_empty() => {
+                info!(
+                    label = node::READY_LABEL,
+                    "no node has the label: every node is uninstalled"
+                );
+                return Ok(());
+            }
+            Ok(left) => left
+                .iter()
+                .map(|(name, value)| format!("{name} ({value})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(error) => format!("unknown: {error}"),
+        };
+        if start.elapsed() > Duration::from_secs(timeout) {
+            anyhow::bail!(
+                "after {timeout} s these nodes still have the {} label: {left}; the node-uninstaller pod's log on each says why",
+                node::READY_LABEL
+            );
+        }
+        if said.as_ref() != Some(&left) {
+            info!(nodes = left, "waiting for the nodes' uninstallers");
+            said = Some(left);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start an async runtime")
 }
 
 /// The socket containerd serves on (host path): `--containerd-socket`, or
@@ -336,10 +545,10 @@ fn socket(
 /// Waits for containerd on host socket `socket` to answer, with (`listed`)
 /// or without the wasmpod handler in its CRI; returns its version.
 fn wait_healthy(
-    cli: &Cli,
     host: &HostRoot,
     socket: &Path,
     listed: bool,
+    limit: Duration,
 ) -> Result<String, health::HealthError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -347,7 +556,6 @@ fn wait_healthy(
         .map_err(|error| {
             health::HealthError::Unreachable(format!("cannot start an async runtime: {error}"))
         })?;
-    let limit = std::time::Duration::from_secs(cli.health_timeout);
     runtime
         .block_on(health::wait(
             &host.join(socket),
@@ -376,7 +584,9 @@ fn roll_back(
         .and_then(|()| {
             restart::restart(cli.restart, layout, true, run_in_host).map_err(anyhow::Error::from)
         })
-        .and_then(|()| wait_healthy(cli, host, socket, false).map_err(anyhow::Error::from));
+        .and_then(|()| {
+            wait_healthy(host, socket, false, cli.health_limit()).map_err(anyhow::Error::from)
+        });
     match outcome {
         Ok(version) => {
             info!(%version, "the previous config is back and containerd is healthy");

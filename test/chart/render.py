@@ -1,6 +1,12 @@
-"""Prints the pod the chart's DaemonSet would start on a node, as a Pod
-manifest, for the integration tests to run through the CRI as the kubelet
-would: python render.py VALUES_JSON."""
+"""Renders the chart for the integration tests:
+
+    python render.py VALUES_JSON             the pod the DaemonSet would start
+                                             on a node, as a Pod manifest, to
+                                             run through the CRI as the kubelet
+                                             would
+    python render.py VALUES_JSON TEMPLATE    one template as Helm renders it
+                                             (e.g. rbac.yaml), to apply
+"""
 
 import json
 import os
@@ -15,6 +21,9 @@ values = json.loads(sys.argv[1])
 with helm.Chart.load(CHART) as chart:
     chart.validate_schema(values)
     manifests = chart.render(values, name="wasmpod", namespace="wasmpod-system", is_install=True)
+if len(sys.argv) > 2:
+    sys.stdout.write(manifests["wasmpod/templates/" + sys.argv[2]])
+    sys.exit(0)
 daemonset = yaml.safe_load(manifests["wasmpod/templates/daemonset.yaml"])
 template = daemonset["spec"]["template"]
 pod = {

@@ -101,6 +101,7 @@ class Schema(unittest.TestCase):
         self.rejects({"instaler": {}}, "a misspelt top-level key")
         self.rejects({"runtimeClass": {"overhead": {"memory": "lots"}}}, "not a quantity")
         self.rejects({"runtimeClass": {"tolerations": [{"key": "a", "effect": "Sometimes"}]}}, "bad effect")
+        self.rejects({"uninstall": {"timeout": 0}}, "no time to uninstall a node")
 
     def test_good_values_pass(self):
         with helm.Chart.load(CHART) as chart:
@@ -135,6 +136,69 @@ class Defaults(unittest.TestCase):
         self.assertNotIn("imagePullSecrets", spec)
 
 
+    def test_installer_may_label_nodes_and_post_events_and_nothing_else(self):
+        spec = self.objects[("DaemonSet", "wasmpod-node-installer")]["spec"]["template"]["spec"]
+        account = spec["serviceAccountName"]
+        self.assertEqual(account, "wasmpod-node-installer")
+        self.assertTrue(spec["automountServiceAccountToken"])
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        self.assertEqual(env["NODE_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "spec.nodeName"}})
+        self.assertEqual(self.objects[("ServiceAccount", account)]["metadata"]["namespace"], "wasmpod-system")
+        cluster_role = self.objects[("ClusterRole", account)]
+        self.assertEqual(cluster_role["rules"], [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}])
+        role = self.objects[("Role", account + "-events")]
+        self.assertEqual(role["metadata"]["namespace"], "default", "where node events live")
+        self.assertEqual(role["rules"], [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}])
+        for kind, ref in (("ClusterRoleBinding", account), ("RoleBinding", account + "-events")):
+            binding = self.objects[(kind, ref)]
+            self.assertEqual(binding["roleRef"]["name"], ref)
+            self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": account, "namespace": "wasmpod-system"}])
+        roles = [k for k in self.objects if k[0] in ("ClusterRole", "Role")]
+        self.assertEqual(len(roles), 2, roles)
+
+
+    def test_uninstall_hooks_undo_every_node_then_wait_for_the_labels_to_go(self):
+        installer = self.objects[("DaemonSet", "wasmpod-node-installer")]
+        uninstaller = self.objects[("DaemonSet", "wasmpod-node-uninstaller")]
+        job = self.objects[("Job", "wasmpod-wait-nodes")]
+        for obj, weight in ((uninstaller, "0"), (job, "1")):
+            annotations = obj["metadata"]["annotations"]
+            self.assertEqual(annotations["helm.sh/hook"], "pre-delete")
+            self.assertEqual(annotations["helm.sh/hook-weight"], weight, "the nodes first, then the wait")
+            self.assertEqual(annotations["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded")
+        self.assertNotIn("annotations", installer["metadata"], "the installer is no hook")
+        # The same pod on the same nodes, but for the command.
+        install = copy.deepcopy(installer["spec"]["template"]["spec"])
+        uninstall = copy.deepcopy(uninstaller["spec"]["template"]["spec"])
+        self.assertEqual(install["containers"][0].pop("args")[-1], "install")
+        self.assertEqual(uninstall["containers"][0].pop("args")[-1], "uninstall")
+        self.assertEqual(install["containers"][0].pop("name"), "installer")
+        self.assertEqual(uninstall["containers"][0].pop("name"), "uninstaller")
+        self.assertEqual(install, uninstall)
+        self.assertEqual(
+            installer["spec"]["template"]["spec"]["containers"][0]["args"][:-1],
+            uninstaller["spec"]["template"]["spec"]["containers"][0]["args"][:-1],
+        )
+        selector = uninstaller["spec"]["selector"]["matchLabels"]
+        self.assertEqual(selector["app.kubernetes.io/component"], "node-uninstaller", "not the installer's pods")
+        self.assertEqual(uninstaller["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"], "node-uninstaller")
+        # The wait reads the API only: no host path, no root.
+        spec = job["spec"]["template"]["spec"]
+        self.assertEqual(job["spec"]["backoffLimit"], 0)
+        self.assertEqual(job["spec"]["activeDeadlineSeconds"], 270)
+        self.assertEqual(spec["restartPolicy"], "Never")
+        self.assertEqual(spec["serviceAccountName"], "wasmpod-node-installer")
+        self.assertNotIn("volumes", spec)
+        self.assertNotIn("hostPID", spec)
+        container = spec["containers"][0]
+        self.assertEqual(container["args"], ["wait-nodes", "--timeout=240"])
+        security = container["securityContext"]
+        self.assertTrue(security["runAsNonRoot"])
+        self.assertEqual(security["runAsUser"], 65534)
+        self.assertEqual(security["capabilities"], {"drop": ["ALL"]})
+        self.assertFalse(security["allowPrivilegeEscalation"])
+
+
 class EdgePool(unittest.TestCase):
     def setUp(self):
         self.objects = render(EDGE)
@@ -162,6 +226,17 @@ class EdgePool(unittest.TestCase):
         self.assertEqual(spec["tolerations"], EDGE["installer"]["tolerations"])
         self.assertEqual(spec["affinity"], EDGE["installer"]["affinity"])
         self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], "20%")
+
+    def test_the_uninstall_hooks_run_in_the_pool(self):
+        for kind, name in (("DaemonSet", "wasmpod-node-uninstaller"), ("Job", "wasmpod-wait-nodes")):
+            spec = self.objects[(kind, name)]["spec"]["template"]["spec"]
+            self.assertEqual(spec["nodeSelector"], {"pool": "edge"}, name)
+            self.assertEqual(spec["tolerations"], EDGE["installer"]["tolerations"], name)
+            self.assertEqual(spec["affinity"], EDGE["installer"]["affinity"], name)
+        objects = render(merged({"uninstall": {"timeout": 600}}))
+        job = objects[("Job", "wasmpod-wait-nodes")]
+        self.assertEqual(job["spec"]["template"]["spec"]["containers"][0]["args"], ["wait-nodes", "--timeout=600"])
+        self.assertEqual(job["spec"]["activeDeadlineSeconds"], 630)
 
     def test_a_named_layout_and_a_signal_need_no_privilege_and_only_their_paths(self):
         spec = self.objects[("DaemonSet", "wasmpod-node-installer")]["spec"]["template"]["spec"]

@@ -358,6 +358,11 @@ impl Kubelet {
                     "metadata.name" => pod.metadata.name.clone(),
                     "metadata.namespace" => pod.namespace().to_owned(),
                     "status.podIP" => running.ip.clone(),
+                    // The kubelet's node name defaults to the hostname.
+                    "spec.nodeName" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
                     other => {
                         return Err(KubeletError::Invalid(format!(
                             "env {}: fieldRef {other} is not supported by this driver",

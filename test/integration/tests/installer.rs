@@ -299,6 +299,11 @@ fn private_dir(name: &str) -> PathBuf {
 /// The installer on this node's own root, restarting by signal unless
 /// `args` say how.
 fn run_installer(args: &[&str]) -> std::process::Output {
+    run_installer_with(args, &[])
+}
+
+/// As [`run_installer`], with `env` added to its environment.
+fn run_installer_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let restart = if args.contains(&"--restart") {
         &[][..]
     } else {
@@ -315,6 +320,7 @@ fn run_installer(args: &[&str]) -> std::process::Output {
         ])
         .args(restart)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("runs");
     eprintln!("installer {args:?}: {}\n{}", out.status, text(&out.stderr));
@@ -777,5 +783,216 @@ fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
     assert_eq!(
         std::fs::read_to_string(&node.config).expect("read"),
         node.original
+    );
+}
+
+/// `kubectl ARGS` as the test control plane's admin (test/k8s/cluster.sh),
+/// with `input` on its stdin.
+fn kubectl(args: &[&str], input: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(var("WASMPOD_KUBECTL"))
+        .args(args)
+        .env("KUBECONFIG", var("KUBECONFIG"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).expect("kubectl's stdin");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// The value of the ready label on node `node`, if it has one.
+fn ready_label(node: &str) -> Option<String> {
+    let out = kubectl(
+        &[
+            "get",
+            "node",
+            node,
+            "-o",
+            r#"jsonpath={.metadata.labels.wasmpod\.dev/ready}"#,
+        ],
+        None,
+    );
+    let value = ok(&out, "kubectl get node").trim().to_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+/// The events on node `node`, a line each: `TYPE REASON: MESSAGE`.
+fn node_events(node: &str) -> String {
+    let selector = format!("involvedObject.kind=Node,involvedObject.name={node}");
+    let out = kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &selector,
+            "-o",
+            r#"jsonpath={range .items[*]}{.type} {.reason}: {.message}{"\n"}{end}"#,
+        ],
+        None,
+    );
+    ok(&out, "kubectl get events")
+}
+
+#[test]
+#[ignore = "needs the suite's containerd and the test control plane: run `make test`"]
+fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
+    let node_name = format!("wasmpod-{}-edge", suite());
+    // The chart's own RBAC, as Helm renders it: the installer may do what
+    // it must with no more than that.
+    let out = Command::new(var("WASMPOD_PYTHON"))
+        .arg(var("WASMPOD_CHART_RENDER"))
+        .arg("{}")
+        .arg("rbac.yaml")
+        .output()
+        .expect("python runs");
+    let rbac = ok(&out, "render the chart's RBAC");
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: wasmpod-system}\n";
+    ok(
+        &kubectl(&["apply", "-f", "-"], Some(namespace)),
+        "create the namespace",
+    );
+    ok(
+        &kubectl(&["apply", "-f", "-"], Some(&rbac)),
+        "apply the RBAC",
+    );
+    // A node object with no kubelet behind it: only its labels matter here.
+    let _ = kubectl(&["delete", "node", &node_name, "--ignore-not-found"], None);
+    let selector = format!("involvedObject.name={node_name}");
+    let _ = kubectl(
+        &[
+            "delete",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &selector,
+        ],
+        None,
+    );
+    let manifest = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node_name}}}\n");
+    ok(
+        &kubectl(&["create", "-f", "-"], Some(&manifest)),
+        "create the node",
+    );
+
+    // The pod's service account as the kubelet would mount it.
+    let account = tempfile::tempdir().expect("tempdir");
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "wasmpod-node-installer",
+            "-n",
+            "wasmpod-system",
+        ],
+        None,
+    );
+    std::fs::write(
+        account.path().join("token"),
+        ok(&token, "kubectl create token"),
+    )
+    .expect("write the token");
+    std::fs::copy(var("WASMPOD_KUBE_CA"), account.path().join("ca.crt")).expect("copy the CA");
+    let api = var("WASMPOD_KUBE_API");
+    let (host, port) = api
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let in_pod = [
+        ("KUBERNETES_SERVICE_HOST", host),
+        ("KUBERNETES_SERVICE_PORT", port),
+        ("NODE_NAME", node_name.as_str()),
+    ];
+    let account_arg = account.path().to_str().expect("utf-8");
+    let wait_nodes = |timeout: &str| {
+        let out = Command::new(var("WASMPOD_INSTALLER"))
+            .args([
+                "--service-account",
+                account_arg,
+                "wait-nodes",
+                "--timeout",
+                timeout,
+            ])
+            .envs(in_pod.iter().copied())
+            .output()
+            .expect("runs");
+        eprintln!("wait-nodes: {}\n{}", out.status, text(&out.stderr));
+        out
+    };
+
+    let node = cri_node("labels", 'l', 2);
+    let install_dir = node.dir.join("opt-wasmpod");
+    let shim = Path::new(&var("WASMPOD_INSTALLER")).with_file_name("containerd-shim-wasmpod-v1");
+    let common = [
+        "--service-account",
+        account_arg,
+        "--config",
+        node.config.to_str().expect("utf-8"),
+        "--install-dir",
+        install_dir.to_str().expect("utf-8"),
+        "--bin-dir",
+        node.bin_dir.to_str().expect("utf-8"),
+    ];
+    let install = |shim: &str| {
+        let mut args = common.to_vec();
+        args.extend(["install", "--shim", shim]);
+        run_installer_with(&args, &in_pod)
+    };
+
+    // A failed install: a Warning on the node saying why, and no label.
+    let out = install("/nonexistent/containerd-shim-wasmpod-v1");
+    assert!(!out.status.success(), "an install without a shim fails");
+    assert_eq!(ready_label(&node_name), None);
+    let events = node_events(&node_name);
+    assert!(
+        events.contains("Warning WasmpodInstallFailed: ") && events.contains("/nonexistent"),
+        "{events}"
+    );
+
+    let out = install(shim.to_str().expect("utf-8"));
+    ok(&out, "install");
+    assert_eq!(
+        node.containerd.starts(),
+        2,
+        "restarted once, by the installer's SIGTERM"
+    );
+    assert_eq!(
+        ready_label(&node_name).as_deref(),
+        Some("true"),
+        "labelled once containerd lists the runtime: {}",
+        text(&out.stderr)
+    );
+    let events = node_events(&node_name);
+    assert!(events.contains("Normal WasmpodInstalled: "), "{events}");
+
+    // The uninstall hook's wait names the node that still has the label.
+    let out = wait_nodes("1");
+    assert!(!out.status.success(), "a labelled node keeps it waiting");
+    let log = text(&out.stderr);
+    assert!(log.contains(&format!("{node_name} (true)")), "{log}");
+
+    let mut uninstall = common.to_vec();
+    uninstall.push("uninstall");
+    ok(&run_installer_with(&uninstall, &in_pod), "uninstall");
+    assert_eq!(ready_label(&node_name), None, "the label is gone");
+    let events = node_events(&node_name);
+    assert!(events.contains("Normal WasmpodUninstalled: "), "{events}");
+    ok(&wait_nodes("30"), "wait-nodes with no labelled node");
+    assert_eq!(
+        std::fs::read_to_string(&node.config).expect("read"),
+        node.original
+    );
+
+    ok(
+        &kubectl(&["delete", "node", &node_name], None),
+        "delete the node",
     );
 }
