@@ -36,6 +36,9 @@ service_cidr=10.96.0.0/24
 node_name=wasmpod-node
 node_dir=$run/node
 kubelet_port=20250
+# The kubelet refuses a loopback node IP: the node gets a private address
+# of its own on the loopback link, where nothing outside the machine reaches.
+node_ip=10.88.71.1
 # The node's pods: a bridge and subnet no containerd suite of test/ uses.
 node_bridge=wp-k8s
 node_subnet=10.88.70.0/24
@@ -65,7 +68,7 @@ certs() {
     issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
     # The node authorizer knows a kubelet by this name and group.
     issue kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
-    issue kubelet-serving "/CN=$node_name" "subjectAltName=IP:127.0.0.1,DNS:$node_name"
+    issue kubelet-serving "/CN=$node_name" "subjectAltName=IP:$node_ip,IP:127.0.0.1,DNS:$node_name"
     openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
     openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
 }
@@ -133,6 +136,7 @@ up() {
         --kubelet-client-key "$d/apiserver-kubelet-client.key" \
         --service-account-key-file "$d/sa.pub" --service-account-signing-key-file "$d/sa.key" \
         --service-account-issuer https://kubernetes.default.svc \
+        --kubelet-preferred-address-types InternalIP \
         --authorization-mode Node,RBAC --allow-privileged=true
     for name in admin controller-manager scheduler; do kubeconfig "$name"; done
     wait_for kube-apiserver 60 "$kube_bin/kubectl" --kubeconfig "$run/admin.kubeconfig" get --raw /readyz
@@ -144,6 +148,10 @@ up() {
         --controllers '*'
     spawn kube-scheduler "$kube_bin/kube-scheduler" \
         --kubeconfig "$run/scheduler.kubeconfig" --bind-address 127.0.0.1 --secure-port 0
+    # Pods are refused until the service account controller has made the
+    # namespace's default account.
+    wait_for kube-controller-manager 60 "$kube_bin/kubectl" --kubeconfig "$run/admin.kubeconfig" \
+        get serviceaccount default -n default
 }
 
 # A kubelet's node on containerd of Debian SUITE: the containerd restarted by
@@ -241,10 +249,11 @@ JSON
         [ -e "$h/cgroup.procs" ] && mkdir -p "$h/wasmpod-k8s"
     done
     ip route replace blackhole "$service_cidr"
+    ip addr replace "$node_ip/32" dev lo
     cat > "$d/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $node_ip
 port: $kubelet_port
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -272,7 +281,7 @@ YAML
     kubeconfig kubelet
     spawn kubelet "$kube_bin/kubelet" --config "$d/kubelet.yaml" \
         --kubeconfig "$run/kubelet.kubeconfig" --hostname-override "$node_name" \
-        --node-ip 127.0.0.1 --root-dir "$d/kubelet" --v 1
+        --node-ip "$node_ip" --root-dir "$d/kubelet" --v 1
     mv "$run/kubelet.pid" "$d/kubelet.pid"
     local i
     for ((i = 0; i < 300; i++)); do
@@ -321,6 +330,7 @@ node_down() {
     [ -z "$shims" ] || kill -9 $shims 2>/dev/null || true
     ip link delete "$node_bridge" 2>/dev/null || true
     ip route del blackhole "$service_cidr" 2>/dev/null || true
+    ip addr del "$node_ip/32" dev lo 2>/dev/null || true
     # Mounts under the node (kubelet volumes, snapshots, sandbox shm), deepest first.
     { grep -o " $d/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
     # The pods' cgroups, deepest first; rmdir leaves any that still hold a process.
