@@ -102,6 +102,7 @@ class Schema(unittest.TestCase):
         self.rejects({"runtimeClass": {"overhead": {"memory": "lots"}}}, "not a quantity")
         self.rejects({"runtimeClass": {"tolerations": [{"key": "a", "effect": "Sometimes"}]}}, "bad effect")
         self.rejects({"uninstall": {"timeout": 0}}, "no time to uninstall a node")
+        self.rejects({"apiServer": {"host": "https://10.0.0.5"}}, "a host, not a URL")
 
     def test_good_values_pass(self):
         with helm.Chart.load(CHART) as chart:
@@ -226,6 +227,21 @@ class EdgePool(unittest.TestCase):
         self.assertEqual(spec["tolerations"], EDGE["installer"]["tolerations"])
         self.assertEqual(spec["affinity"], EDGE["installer"]["affinity"])
         self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], "20%")
+
+    def test_without_kube_proxy_every_pod_reaches_the_api_server_it_is_given(self):
+        objects = render(merged({"installer": {"hostNetwork": True}, "apiServer": {"host": "10.0.0.5", "port": 16443}}))
+        pods = list(pod_specs(objects))
+        self.assertEqual(len(pods), 3, "installer, uninstaller, wait-nodes")
+        for name, spec in pods:
+            self.assertTrue(spec["hostNetwork"], name)
+            self.assertEqual(spec["dnsPolicy"], "ClusterFirstWithHostNet", name)
+            env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+            self.assertEqual(env["KUBERNETES_SERVICE_HOST"], "10.0.0.5", name)
+            self.assertEqual(env["KUBERNETES_SERVICE_PORT"], "16443", name)
+        for name, spec in pod_specs(self.objects):
+            self.assertNotIn("hostNetwork", spec, name)
+            env = {e["name"] for e in spec["containers"][0].get("env", [])}
+            self.assertNotIn("KUBERNETES_SERVICE_HOST", env, name)
 
     def test_the_uninstall_hooks_run_in_the_pool(self):
         for kind, name in (("DaemonSet", "wasmpod-node-uninstaller"), ("Job", "wasmpod-wait-nodes")):

@@ -27,6 +27,7 @@ etcd_version=$(required etcd go.etcd.io/etcd/server/v3)
 kube_bin=$WASMPOD_K8S/kube-$kube_version
 etcd_bin=$WASMPOD_K8S/etcd-$etcd_version
 crictl=$WASMPOD_K8S/crictl-$(required tools sigs.k8s.io/cri-tools)/crictl
+helm=$WASMPOD_K8S/helm-$(required tools helm.sh/helm/v4)/helm
 # Ports on 127.0.0.1 that no Kubernetes default uses, so a real cluster on
 # the same machine is left alone.
 etcd_port=12379
@@ -163,19 +164,20 @@ node_up() {
     [ -x "$bin/containerd" ] || "$here/../containerd.sh" fetch "$suite"
     if [ -e "$d/kubelet.pid" ] && kill -0 "$(cat "$d/kubelet.pid")" 2>/dev/null; then return; fi
     [ -x "$crictl" ] || "$here/build.sh" crictl
-    mkdir -p "$d/root" "$d/state" "$d/cni" "$d/certs.d/$registry" "$d/bin" "$d/kubelet"
+    mkdir -p "$d/root" "$d/state" "$d/etc" "$d/run" "$d/cni" "$d/certs.d/$registry" "$d/bin" "$d/kubelet"
     # Debian's packaged defaults with this node's paths; runc by cgroupfs,
-    # as the kubelet's cgroupDriver. The chart's installer adds wasmpod.
-    cat > "$d/config.toml" <<TOML
+    # as the kubelet's cgroupDriver. The chart's installer adds wasmpod; its
+    # pod mounts etc/ and run/ (the socket), not the kubelet's pods.
+    cat > "$d/etc/config.toml" <<TOML
 version = 2
 root = "$d/root"
 state = "$d/state"
 
 [grpc]
-  address = "$d/containerd.sock"
+  address = "$d/run/containerd.sock"
 
 [ttrpc]
-  address = "$d/containerd.sock.ttrpc"
+  address = "$d/run/containerd.sock.ttrpc"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "$d/opt"
@@ -195,7 +197,8 @@ state = "$d/state"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$d/certs.d"
 TOML
-    cp "$d/config.toml" "$d/config.toml.orig"
+    cp "$d/etc/config.toml" "$d/config.toml.orig"
+    echo "$suite" > "$d/suite"
     cat > "$d/certs.d/$registry/hosts.toml" <<TOML
 server = "http://$registry"
 
@@ -231,7 +234,7 @@ JSON
         starts=0
         while [ ! -e "$d/stop" ] && [ "$starts" -lt 150 ]; do
             PATH="$d/bin:$bin:/usr/sbin:/usr/bin:/sbin:/bin" WASMPOD_CACHE_DIR="$d/wasm-cache" \
-                "$bin/containerd" --config "$d/config.toml" >> "$d/containerd.log" 2>&1 < /dev/null &
+                "$bin/containerd" --config "$d/etc/config.toml" >> "$d/containerd.log" 2>&1 < /dev/null &
             child=$!
             echo "$child" > "$d/containerd.pid"
             starts=$((starts + 1))
@@ -241,8 +244,8 @@ JSON
         done
     ) > "$d/supervisor.log" 2>&1 < /dev/null &
     echo $! > "$d/supervisor.pid"
-    wait_for containerd 30 "$bin/ctr" -a "$d/containerd.sock" version
-    "$bin/ctr" -a "$d/containerd.sock" -n k8s.io images import "$WASMPOD_FIXTURES/pause.tar" >/dev/null
+    wait_for containerd 30 "$bin/ctr" -a "$d/run/containerd.sock" version
+    "$bin/ctr" -a "$d/run/containerd.sock" -n k8s.io images import "$WASMPOD_FIXTURES/pause.tar" >/dev/null
     # The pods' cgroups under a root of the node's own, which down removes.
     local h
     for h in /sys/fs/cgroup/*/; do
@@ -258,7 +261,7 @@ port: $kubelet_port
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 20248
-containerRuntimeEndpoint: unix://$d/containerd.sock
+containerRuntimeEndpoint: unix://$d/run/containerd.sock
 cgroupDriver: cgroupfs
 cgroupRoot: /wasmpod-k8s
 failCgroupV1: false
@@ -305,9 +308,9 @@ node_down() {
         kill -9 "$pid" 2>/dev/null || true
     fi
     touch "$d/stop"
-    local sock=$d/containerd.sock ctr
-    ctr=$(ls "$WASMPOD_CACHE"/containerd/*/usr/bin/ctr 2>/dev/null | head -n1)
-    if [ -S "$sock" ] && [ -n "$ctr" ]; then
+    local sock=$d/run/containerd.sock ctr
+    ctr=$WASMPOD_CACHE/containerd/$(cat "$d/suite" 2>/dev/null)/usr/bin/ctr
+    if [ -S "$sock" ] && [ -x "$ctr" ]; then
         # The CRI's pods: stop and remove them so CNI takes their networks down.
         local p
         for p in $("$crictl" --runtime-endpoint "unix://$sock" pods -q 2>/dev/null); do
@@ -343,9 +346,12 @@ env_vars() {
     echo "WASMPOD_KUBE_API=$api"
     echo "WASMPOD_KUBE_CA=$run/pki/ca.crt"
     echo "WASMPOD_KUBECTL=$kube_bin/kubectl"
-    if [ -d "$node_dir" ]; then
+    echo "WASMPOD_HELM=$helm"
+    echo "WASMPOD_CRICTL=$crictl"
+    if [ -e "$node_dir/suite" ]; then
         echo "WASMPOD_KUBE_NODE=$node_name"
         echo "WASMPOD_KUBE_NODE_DIR=$node_dir"
+        echo "WASMPOD_KUBE_NODE_CTR=$WASMPOD_CACHE/containerd/$(cat "$node_dir/suite")/usr/bin/ctr"
     fi
 }
 

@@ -64,3 +64,16 @@ mounts only these; auto mounts the host's / to find out which it is.
 - /var/snap/microk8s/common/run
 {{- end }}
 {{- end -}}
+
+{{/*
+The API server for the chart's pods, where its Service is not reachable
+(no kube-proxy): as the kubelet's own variables, which these override.
+*/}}
+{{- define "wasmpod.apiServerEnv" -}}
+{{- with .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $.Values.apiServer.port | quote }}
+{{- end }}
+{{- end -}}

@@ -12,6 +12,10 @@ include "wasmpod.nodePod" (dict "root" $ "command" "install").
 # The host's processes: to enter its mount namespace for systemctl,
 # or to find containerd for a signal. Not needed without a restart.
 hostPID: {{ ne $restart "none" }}
+{{- if $root.Values.installer.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
 serviceAccountName: {{ include "wasmpod.fullname" $root }}-node-installer
 # For the node's ready label and events (rbac.yaml).
 automountServiceAccountToken: true
@@ -64,6 +68,7 @@ containers:
         valueFrom:
           fieldRef:
             fieldPath: spec.nodeName
+      {{- include "wasmpod.apiServerEnv" $root | nindent 6 }}
     securityContext:
       {{- if eq $restart "systemd" }}
       # Entering the host's mount namespace (setns) to run systemctl
