@@ -11,18 +11,22 @@ PATHS := . test/paths.sh &&
 TIMED := test/timed.sh
 # Debian releases whose containerd the integration tests run against.
 SUITES ?= bookworm trixie forky
+# Releases whose containerd the e2e suite's kubelet runs on (test/e2e/):
+# those of SUITES the kubelet 1.37 takes (SUITES=forky narrows both).
+E2E_SUITES ?= $(filter trixie forky,$(SUITES))
 # Narrowing an integration run: test files (ctr artifacts pods installer), a test-name
 # filter, and KEEP=1 to leave containerd running for the next run.
 TESTS ?=
 TEST ?=
 KEEP ?=
+E2E_TEST ?=
 export WASMPOD_TESTS := $(TESTS)
 export WASMPOD_KEEP := $(KEEP)
 # The shipped binaries' smoke tests, which `make bench` runs on them.
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures k8s demo test unit chart integration dist installer-image bench hot-symbols lint clean
+.PHONY: all deps build fixtures k8s demo test unit chart integration e2e dist installer-image bench hot-symbols lint clean
 
 all: build
 
@@ -46,7 +50,7 @@ fixtures: build
 demo: fixtures
 	$(PATHS) test/demo.sh "$$WASMPOD_FIXTURES"
 
-test: unit chart integration
+test: unit chart integration e2e
 
 # Needs no root, no containerd and no network: the tests that do are
 # #[ignore]d and run by `integration`.
@@ -58,15 +62,25 @@ unit:
 chart: deps
 	$(PATHS) $(TIMED) chart test/chart.sh
 
-# Kubernetes' own binaries and etcd, built from their Go modules into
-# $WASMPOD_K8S once per version (test/k8s/): the installer tests' API server.
+# Kubernetes' own binaries, etcd, Helm and crictl, built from their Go
+# modules into $WASMPOD_K8S once per version (test/k8s/): the installer
+# tests' API server and the e2e cluster.
 k8s:
-	$(PATHS) $(TIMED) k8s test/k8s/build.sh kube etcd
+	$(PATHS) $(TIMED) k8s test/k8s/build.sh
 
 # The installer tests (in the default set) need the k8s binaries; others not.
 integration: fixtures $(if $(if $(TESTS),$(filter installer,$(TESTS)),installer),k8s)
 	@$(PATHS) for suite in $(SUITES); do \
 		$(TIMED) "integration $$suite" test/integration.sh $$suite "$$WASMPOD_FIXTURES" $(TEST) || exit 1; \
+	done
+
+# The chart installed by helm into a one-node Kubernetes on each E2E_SUITES
+# containerd, and the examples run by its kubelet (test/e2e/run.sh;
+# E2E_TEST=test_01 narrows it to names). test/kind/run.sh runs the same
+# suite on kind.
+e2e: fixtures k8s
+	@$(PATHS) for suite in $(E2E_SUITES); do \
+		$(TIMED) "e2e $$suite" test/e2e/run.sh $$suite $(E2E_TEST) || exit 1; \
 	done
 
 # What ships: the release profile (fat LTO, one codegen unit, the hot
