@@ -69,6 +69,11 @@ struct Cli {
     /// The pod's service account token and the cluster's CA.
     #[arg(long, default_value = node::SERVICE_ACCOUNT_DIR, global = true)]
     service_account: PathBuf,
+    /// With --stay, a file (in the pod, not on the host) written once the
+    /// command succeeded, which `ready` checks: the DaemonSet's readiness,
+    /// so that a rolling update waits for each node's install.
+    #[arg(long, global = true)]
+    ready_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +95,8 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Exit 0 if --ready-file exists (the readiness probe), else 1.
+    Ready,
     /// Write the installer's image (this binary, static, and the shim,
     /// FROM scratch) as an OCI image archive.
     Image {
@@ -132,6 +139,12 @@ fn main() -> ExitCode {
         Command::Install { shim } => install(&cli, shim),
         Command::Uninstall => uninstall(&cli),
         Command::WaitNodes { timeout } => wait_nodes(&cli, *timeout),
+        Command::Ready => {
+            return match &cli.ready_file {
+                Some(file) if file.exists() => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            };
+        }
         Command::Image {
             shim,
             reference,
@@ -140,7 +153,7 @@ fn main() -> ExitCode {
         Command::HostExec { argv } => host_exec(argv),
     };
     match result {
-        Ok(()) if cli.stay && !cli.dry_run => stay(),
+        Ok(()) if cli.stay && !cli.dry_run => stay(cli.ready_file.as_deref()),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wasmpod-node-installer: {error:#}");
@@ -601,15 +614,24 @@ fn roll_back(
     }
 }
 
-/// Waits for SIGTERM or SIGINT, which as a container's pid 1 would
-/// otherwise be ignored.
-fn stay() -> ExitCode {
+/// Marks the pod ready (`ready_file`) and waits for SIGTERM or SIGINT,
+/// which as a container's pid 1 would otherwise be ignored.
+fn stay(ready_file: Option<&Path>) -> ExitCode {
     use nix::sys::signal::{SigSet, Signal};
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     if let Err(error) = signals.thread_block() {
         eprintln!("wasmpod-node-installer: cannot wait for SIGTERM: {error}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(file) = ready_file
+        && let Err(error) = std::fs::write(file, b"ready\n")
+    {
+        eprintln!(
+            "wasmpod-node-installer: cannot write the ready file {}: {error}",
+            file.display()
+        );
         return ExitCode::FAILURE;
     }
     info!("done; staying until the pod is stopped");

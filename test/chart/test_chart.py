@@ -130,10 +130,17 @@ class Defaults(unittest.TestCase):
         self.assertEqual(container["command"], ["/wasmpod-node-installer"], "where the image holds it")
         self.assertIn("--restart=systemd", container["args"])
         self.assertNotIn("--layout=auto", container["args"])
-        self.assertEqual(container["args"][-2:], ["--stay", "install"])
+        self.assertEqual(container["args"][-3:], ["--stay", "--ready-file=/run/wasmpod-installer/ready", "install"])
+        # Ready only once the node is done, so that a rolling update waits.
+        probe = container["readinessProbe"]["exec"]["command"]
+        self.assertEqual(probe, ["/wasmpod-node-installer", "--ready-file=/run/wasmpod-installer/ready", "ready"])
+        self.assertIn({"name": "ready", "mountPath": "/run/wasmpod-installer"}, container["volumeMounts"])
         self.assertTrue(spec["hostPID"])
         self.assertTrue(container["securityContext"]["privileged"])
-        self.assertEqual(spec["volumes"], [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}])
+        host_paths = [v for v in spec["volumes"] if "hostPath" in v]
+        self.assertEqual(host_paths, [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}])
+        others = [v for v in spec["volumes"] if "hostPath" not in v]
+        self.assertEqual(others, [{"name": "ready", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}])
         self.assertNotIn("imagePullSecrets", spec)
 
 
@@ -265,7 +272,7 @@ class EdgePool(unittest.TestCase):
         self.assertFalse(security["allowPrivilegeEscalation"])
         self.assertEqual(security["capabilities"], {"drop": ["ALL"]})
         self.assertTrue(security["readOnlyRootFilesystem"])
-        paths = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in spec["volumes"]}
+        paths = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in spec["volumes"] if "hostPath" in v}
         self.assertEqual(
             paths,
             {
@@ -277,7 +284,7 @@ class EdgePool(unittest.TestCase):
             },
         )
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
-        self.assertEqual(mounts, {"/host" + path for path in paths})
+        self.assertEqual(mounts, {"/host" + path for path in paths} | {"/run/wasmpod-installer"})
 
     def test_no_restart_needs_no_host_pids(self):
         objects = render(merged({"node": {"restart": "none", "layout": "containerd", "configPath": "/srv/c/config.toml"}}))
@@ -285,7 +292,7 @@ class EdgePool(unittest.TestCase):
         self.assertFalse(spec["hostPID"])
         args = spec["containers"][0]["args"]
         self.assertIn("--config=/srv/c/config.toml", args)
-        self.assertIn("/srv/c", {v["hostPath"]["path"] for v in spec["volumes"]})
+        self.assertIn("/srv/c", {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v})
 
     def test_a_socket_elsewhere_is_checked_there(self):
         objects = render(merged({"node": {"containerdSocket": "/var/run/ctd/ctd.sock", "healthTimeout": 120}}))
@@ -293,8 +300,9 @@ class EdgePool(unittest.TestCase):
         args = spec["containers"][0]["args"]
         self.assertIn("--containerd-socket=/var/run/ctd/ctd.sock", args)
         self.assertIn("--health-timeout=120", args)
-        self.assertIn("/var/run/ctd", {v["hostPath"]["path"] for v in spec["volumes"]})
-        self.assertNotIn("/run/k3s/containerd", {v["hostPath"]["path"] for v in spec["volumes"]})
+        paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+        self.assertIn("/var/run/ctd", paths)
+        self.assertNotIn("/run/k3s/containerd", paths)
 
 
 if __name__ == "__main__":

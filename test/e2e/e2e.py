@@ -19,6 +19,7 @@ upgrade, uninstall. Inputs, from the environment:
                              node (empty: here; kind: docker exec NODE)
   WASMPOD_E2E_CRICTL         crictl on the node, with its runtime endpoint
   WASMPOD_E2E_POD_NET        1 if pod IPs are reachable from here
+  WASMPOD_E2E_METRICS        1 if metrics-server serves `kubectl top`
 """
 
 import json
@@ -47,6 +48,7 @@ CRICTL = shlex.split(os.environ["WASMPOD_E2E_CRICTL"])
 VALUES = [v for v in os.environ.get("WASMPOD_E2E_VALUES", "").split(":") if v]
 UPGRADE_TAG = os.environ["WASMPOD_E2E_UPGRADE_TAG"]
 POD_NET = os.environ.get("WASMPOD_E2E_POD_NET") == "1"
+METRICS = os.environ.get("WASMPOD_E2E_METRICS") == "1"
 
 
 def run(argv, timeout=120, check=True, input=None):
@@ -223,13 +225,52 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("handling GET /forwarded", logs)
         self.assertIn("handling GET /healthz", logs, "the readiness probe's requests")
 
-    def test_04_kubectl_exec_says_wasm_containers_have_no_exec(self):
+    def test_04_kubectl_top_shows_the_node_and_the_kubelet_measures_the_pods(self):
+        if not METRICS:
+            self.skipTest("no metrics-server in this cluster (WASMPOD_E2E_METRICS)")
+
+        def node_usage():
+            out = kubectl("top", "node", NODE, "--no-headers", check=False)
+            row = out.stdout.split()
+            return len(row) == 5 and row[1].endswith("m") and row[3].endswith("Mi") and row
+
+        wait_until("kubectl top node with numbers", node_usage, 90, 3)
+        # What metrics-server reads from the kubelet, through the API.
+        metrics = kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy/metrics/resource").stdout
+        for pod in ready_pods("app=http"):
+            name = pod["metadata"]["name"]
+            memory = [
+                float(line.split()[1])
+                for line in metrics.splitlines()
+                if line.startswith("pod_memory_working_set_bytes{") and f'pod="{name}"' in line
+            ]
+            self.assertTrue(memory and memory[0] > 0, f"{name}: {memory}")
+
+    @unittest.expectedFailure
+    def test_04b_kubectl_top_pod_lists_the_wasm_pods(self):
+        # Known gap, found here: on cgroup v1 a Wasm container's memory is
+        # charged to its pod's sandbox cgroup (the shim's), so the kubelet
+        # reports 0 bytes for the container and metrics-server leaves the
+        # pod out. This test turns into an unexpected success, which fails
+        # the run, once that is fixed.
+        if not METRICS:
+            raise AssertionError("no metrics-server")
+
+        def usage():
+            out = kubectl("top", "pod", "-l", "app=http", "--no-headers", check=False)
+            rows = [line.split() for line in out.stdout.splitlines()]
+            good = [r for r in rows if len(r) == 3 and r[1].endswith("m") and r[2].endswith("Mi")]
+            return len(good) == 2 and good
+
+        wait_until("kubectl top pod with numbers", usage, 45, 3)
+
+    def test_05_kubectl_exec_says_wasm_containers_have_no_exec(self):
         pod = ready_pods("app=http")[0]["metadata"]["name"]
         out = kubectl("exec", pod, "--", "ls", check=False)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("not supported for Wasm containers", out.stderr)
 
-    def test_05_a_runc_pod_runs_beside_them(self):
+    def test_06_a_runc_pod_runs_beside_them(self):
         kubectl("apply", "-f", example("hello-native.yaml"))
         wait_until(
             "hello-native Succeeded",
@@ -239,19 +280,21 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("from-runc", kubectl("logs", "hello-native").stdout)
         self.assertEqual(kubectl("get", "pod", "hello-native", "-o", "jsonpath={.spec.runtimeClassName}").stdout, "")
 
-    def test_06_ten_replicas_become_ready(self):
+    def test_07_ten_replicas_become_ready(self):
         kubectl("scale", "deployment/http", "--replicas=10")
         wait_until("10 ready http pods", lambda: len(ready_pods("app=http")) == 10, 240, 2)
 
-    def test_07_helm_upgrade_rolls_a_new_shim_under_running_pods(self):
+    def test_08_helm_upgrade_rolls_a_new_shim_under_running_pods(self):
         kubectl("scale", "deployment/http", "--replicas=2")
         wait_until("2 http pods", lambda: len(kubectl("get", "pods", "-l", "app=http", "-o", "name").stdout.split()) == 2, 120, 2)
         before = {p["metadata"]["uid"] for p in ready_pods("app=http")}
         self.assertEqual(len(before), 2)
         helm("upgrade", RELEASE, CHART, "--namespace", NAMESPACE, "--set", f"image.tag={UPGRADE_TAG}", "--wait", "--timeout", "5m")
         kubectl("rollout", "status", "-n", NAMESPACE, "daemonset/wasmpod-node-installer", "--timeout=180s", timeout=190)
+        # Ready (the chart's readiness probe) only once the node is done.
         logs = kubectl("logs", "-n", NAMESPACE, "daemonset/wasmpod-node-installer").stdout
         self.assertIn("shim installed", logs, "the new installer put its own shim in")
+        self.assertIn("done; staying until the pod is stopped", logs)
         self.assertIn(UPGRADE_TAG, kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-installer", "-o", "jsonpath={.items[*].spec.containers[0].image}").stdout)
         self.assertEqual(node_label(), "true")
         # The pods that ran before still run, and answer.
@@ -263,7 +306,7 @@ class EndToEnd(unittest.TestCase):
         kubectl("scale", "deployment/http", "--replicas=3")
         wait_until("3 ready http pods", lambda: len(ready_pods("app=http")) == 3, 120, 2)
 
-    def test_08_deleting_the_pods_leaves_nothing_on_the_node(self):
+    def test_09_deleting_the_pods_leaves_nothing_on_the_node(self):
         for name in ("http-deployment.yaml", "job.yaml", "hello-native.yaml"):
             kubectl("delete", "-f", example(name), "--wait=true", "--timeout=120s", timeout=130)
         installer = kubectl("get", "pods", "-n", NAMESPACE, "-o", "jsonpath={.items[*].metadata.uid}").stdout.split()
@@ -275,7 +318,7 @@ class EndToEnd(unittest.TestCase):
 
         wait_until("only the installer's sandbox on the node", only_the_installers, 120, 2)
 
-    def test_09_helm_uninstall_takes_everything_out_and_the_node_stays_healthy(self):
+    def test_10_helm_uninstall_takes_everything_out_and_the_node_stays_healthy(self):
         run([HELM, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m"], timeout=400)
         self.assertEqual(node_label(), "", "the label is gone")
         self.assertEqual(on_node("cat", NODE_CONFIG).stdout, self.config_before, "containerd's config is as before")

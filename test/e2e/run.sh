@@ -84,6 +84,7 @@ WASMPOD_E2E_NODE_CONFIG=$d/etc/config.toml \
 WASMPOD_E2E_NODE_RUN= \
 WASMPOD_E2E_CRICTL="$WASMPOD_CRICTL --runtime-endpoint unix://$d/run/containerd.sock" \
 WASMPOD_E2E_POD_NET=1 \
+WASMPOD_E2E_METRICS=1 \
     "$WASMPOD_VENV/bin/python" "$here/e2e.py" -v "${filter[@]}" || status=$?
 if [ "$status" != 0 ]; then
     echo "== e2e failed; the node's logs:" >&2

@@ -2,7 +2,7 @@
 # Builds the e2e cluster's programs from their Go modules (the go.mod files
 # beside this script) and prints where they are:
 #
-#   test/k8s/build.sh [kube|etcd|helm|crictl]...   (default: all four)
+#   test/k8s/build.sh [kube|etcd|helm|crictl|metrics]...   (default: all five)
 #
 # Each lands in $WASMPOD_K8S/<name>-<version>/ with the version in the
 # directory name, so it is built once per version and a new version in a
@@ -82,10 +82,16 @@ crictl() {
     build crictl "$v" tools "-X sigs.k8s.io/cri-tools/pkg/version.Version=$v" sigs.k8s.io/cri-tools/cmd/crictl
 }
 
-[ $# -gt 0 ] || set -- kube etcd helm crictl
+metrics() {
+    local v
+    v=$(version_of metrics sigs.k8s.io/metrics-server)
+    build metrics-server "$v" metrics "" sigs.k8s.io/metrics-server/cmd/metrics-server
+}
+
+[ $# -gt 0 ] || set -- kube etcd helm crictl metrics
 for what in "$@"; do
     case $what in
-        kube|etcd|helm|crictl) "$what" ;;
-        *) echo "build.sh: unknown program set '$what' (kube, etcd, helm, crictl)" >&2; exit 2 ;;
+        kube|etcd|helm|crictl|metrics) "$what" ;;
+        *) echo "build.sh: unknown program set '$what' (kube, etcd, helm, crictl, metrics)" >&2; exit 2 ;;
     esac
 done

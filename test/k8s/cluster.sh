@@ -28,6 +28,8 @@ kube_bin=$WASMPOD_K8S/kube-$kube_version
 etcd_bin=$WASMPOD_K8S/etcd-$etcd_version
 crictl=$WASMPOD_K8S/crictl-$(required tools sigs.k8s.io/cri-tools)/crictl
 helm=$WASMPOD_K8S/helm-$(required tools helm.sh/helm/v4)/helm
+metrics_server=$WASMPOD_K8S/metrics-server-$(required metrics sigs.k8s.io/metrics-server)/metrics-server
+metrics_port=20443
 # Ports on 127.0.0.1 that no Kubernetes default uses, so a real cluster on
 # the same machine is left alone.
 etcd_port=12379
@@ -69,6 +71,8 @@ certs() {
     issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
     # The node authorizer knows a kubelet by this name and group.
     issue kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
+    # The aggregation layer's client, for metrics-server behind the API.
+    issue front-proxy-client "/CN=front-proxy-client" "extendedKeyUsage=clientAuth"
     issue kubelet-serving "/CN=$node_name" "subjectAltName=IP:$node_ip,IP:127.0.0.1,DNS:$node_name"
     openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
     openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
@@ -138,6 +142,11 @@ up() {
         --service-account-key-file "$d/sa.pub" --service-account-signing-key-file "$d/sa.key" \
         --service-account-issuer https://kubernetes.default.svc \
         --kubelet-preferred-address-types InternalIP \
+        --requestheader-client-ca-file "$d/ca.crt" --requestheader-allowed-names front-proxy-client \
+        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+        --requestheader-extra-headers-prefix X-Remote-Extra- \
+        --proxy-client-cert-file "$d/front-proxy-client.crt" --proxy-client-key-file "$d/front-proxy-client.key" \
+        --enable-aggregator-routing=true \
         --authorization-mode Node,RBAC --allow-privileged=true
     for name in admin controller-manager scheduler; do kubeconfig "$name"; done
     wait_for kube-apiserver 60 "$kube_bin/kubectl" --kubeconfig "$run/admin.kubeconfig" get --raw /readyz
@@ -286,6 +295,7 @@ YAML
         --kubeconfig "$run/kubelet.kubeconfig" --hostname-override "$node_name" \
         --node-ip "$node_ip" --root-dir "$d/kubelet" --v 1
     mv "$run/kubelet.pid" "$d/kubelet.pid"
+    metrics_up
     local i
     for ((i = 0; i < 300; i++)); do
         if "$kube_bin/kubectl" --kubeconfig "$run/admin.kubeconfig" get node "$node_name" \
@@ -299,14 +309,56 @@ YAML
     die "node $node_name did not become Ready within 60 s; the kubelet's log: $run/kubelet.log"
 }
 
+# metrics-server as a process of the node (`kubectl top`), behind the API
+# server's aggregation layer, which reaches it at the node's address: an
+# APIService and a Service whose only endpoint is that address.
+metrics_up() {
+    [ -x "$metrics_server" ] || "$here/build.sh" metrics
+    local k=("$kube_bin/kubectl" --kubeconfig "$run/admin.kubeconfig")
+    spawn metrics-server "$metrics_server" --secure-port "$metrics_port" --bind-address "$node_ip" \
+        --cert-dir "$node_dir/metrics-server" \
+        --kubeconfig "$run/admin.kubeconfig" --authentication-kubeconfig "$run/admin.kubeconfig" \
+        --authorization-kubeconfig "$run/admin.kubeconfig" \
+        --kubelet-insecure-tls --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
+        --metric-resolution 15s --kubelet-request-timeout 5s
+    mv "$run/metrics-server.pid" "$node_dir/metrics-server.pid"
+    "${k[@]}" apply -f - > /dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  ports: [{name: https, port: $metrics_port, targetPort: $metrics_port}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: metrics-server, namespace: kube-system}
+subsets:
+  - addresses: [{ip: $node_ip}]
+    ports: [{name: https, port: $metrics_port}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: $metrics_port}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+YAML
+    wait_for metrics-server 60 "${k[@]}" wait apiservice v1beta1.metrics.k8s.io --for=condition=Available --timeout=1s
+}
+
 node_down() {
-    local d=$node_dir pid
+    local d=$node_dir pid name
     [ -d "$d" ] || return 0
-    if [ -e "$d/kubelet.pid" ]; then
-        pid=$(cat "$d/kubelet.pid")
+    for name in metrics-server kubelet; do
+        [ -e "$d/$name.pid" ] || continue
+        pid=$(cat "$d/$name.pid")
         kill "$pid" 2>/dev/null && for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$pid" 2>/dev/null || true
-    fi
+    done
     touch "$d/stop"
     local sock=$d/run/containerd.sock ctr
     ctr=$WASMPOD_CACHE/containerd/$(cat "$d/suite" 2>/dev/null)/usr/bin/ctr

@@ -64,4 +64,5 @@ WASMPOD_E2E_NODE_CONFIG=/etc/containerd/config.toml \
 WASMPOD_E2E_NODE_RUN="docker exec $node" \
 WASMPOD_E2E_CRICTL=crictl \
 WASMPOD_E2E_POD_NET=0 \
+WASMPOD_E2E_METRICS=${WASMPOD_E2E_METRICS:-0} \
     "$WASMPOD_VENV/bin/python" "$here/../e2e/e2e.py" -v "${filter[@]}"

@@ -61,6 +61,7 @@ containers:
       - --bin-dir={{ $root.Values.node.binDir }}
       - --restart={{ $restart }}
       - --stay
+      - --ready-file=/run/wasmpod-installer/ready
       - {{ $command }}
     env:
       # The node to label: the one this pod runs on.
@@ -88,7 +89,17 @@ containers:
     resources:
       {{- toYaml . | nindent 6 }}
     {{- end }}
+    # Ready once the node is done: a rolling update moves on to the next
+    # node only then (maxUnavailable is the number of containerd restarts
+    # at a time).
+    readinessProbe:
+      exec:
+        command: [/wasmpod-node-installer, --ready-file=/run/wasmpod-installer/ready, ready]
+      periodSeconds: 2
+      failureThreshold: 1
     volumeMounts:
+      - name: ready
+        mountPath: /run/wasmpod-installer
       {{- if $auto }}
       - name: host
         mountPath: /host
@@ -102,6 +113,10 @@ containers:
         readOnly: true
       {{- end }}
 volumes:
+  - name: ready
+    emptyDir:
+      medium: Memory
+      sizeLimit: 1Mi
   {{- if $auto }}
   - name: host
     hostPath:
