@@ -101,12 +101,14 @@ installer-image: dist
 		--output "$$CARGO_TARGET_DIR/node-installer-image.tar"
 
 # Measures the shipped binaries, after their smoke tests.
-bench: fixtures dist
+bench: fixtures dist k8s
 	$(PATHS) $(CARGO) build --release --locked -p wasmpod-integration --bin create-container --bin cri-bench
 	$(PATHS) test/hot-symbols.py --report "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1"
 	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" WASMPOD_TESTS=ctr WASMPOD_KEEP= \
 		$(TIMED) "smoke tests of the release shim" test/integration.sh bookworm "$$WASMPOD_FIXTURES" $(SMOKE)
 	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" test/bench.py "$$WASMPOD_FIXTURES"
+	@# Pod start through a real kubelet on containerd 2.1.9, Wasm against runc.
+	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" $(TIMED) "kubelet bench" test/e2e/run.sh forky --bench
 
 # Profiles which of the shim's functions run, for the linker's layout
 # (shim/build.rs); redo when `make bench` reports the list stale.

@@ -5,6 +5,8 @@
 # chart installed by helm. Everything it starts it stops, pass or fail.
 #
 #   test/e2e/run.sh SUITE [TEST_NAME...]
+#   test/e2e/run.sh SUITE --bench      pod start through the kubelet instead
+#                                      (test/e2e/bench.py), for `make bench`
 #
 #   WASMPOD_KEEP=1   leave the cluster and the registry running afterwards,
 #                    to look at (test/k8s/cluster.sh down stops it)
@@ -13,8 +15,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../paths.sh"
-suite=${1:?usage: run.sh SUITE [TEST_NAME...]}
+suite=${1:?usage: run.sh SUITE [TEST_NAME...|--bench]}
 shift
+program=$here/e2e.py
+if [ "${1:-}" = --bench ]; then program=$here/bench.py; shift; fi
 k8s=$here/../k8s
 registry=$("$here/../registry.sh" addr plain)
 host=$(rustc -vV | sed -n 's/^host: //p')
@@ -54,6 +58,7 @@ done
 push "$WASMPOD_FIXTURES/hello.tar" wasmpod/hello:latest
 push "$WASMPOD_FIXTURES/programs.tar" wasmpod/test-programs:latest
 push "$WASMPOD_FIXTURES/hello-native.tar" wasmpod/hello-native:latest
+push "$WASMPOD_FIXTURES/http-native.tar" wasmpod/http-native:latest
 
 # This node's containerd: its own config and socket, restarted by the
 # cluster's supervisor when the installer signals it; the API server is on
@@ -85,7 +90,7 @@ WASMPOD_E2E_NODE_RUN= \
 WASMPOD_E2E_CRICTL="$WASMPOD_CRICTL --runtime-endpoint unix://$d/run/containerd.sock" \
 WASMPOD_E2E_POD_NET=1 \
 WASMPOD_E2E_METRICS=1 \
-    "$WASMPOD_VENV/bin/python" "$here/e2e.py" -v "${filter[@]}" || status=$?
+    "$WASMPOD_VENV/bin/python" "$program" -v "${filter[@]}" || status=$?
 if [ "$status" != 0 ]; then
     echo "== e2e failed; the node's logs:" >&2
     tail -n 30 "$d/containerd.log" >&2 || true
