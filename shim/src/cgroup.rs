@@ -17,10 +17,17 @@
 //! takes a node-wide lock per controller, 15 to 20 ms of a pod's start on
 //! a small node. The server's other threads stay where the shim started,
 //! as runc's shim does; guests' threads join their containers' cgroups.
+//! Once the pod's first guest is created, the main thread moves on to that
+//! container's memory cgroup (inside the pod's, so the pod's limit still
+//! holds): the kubelet, through cAdvisor, reads a container's memory from
+//! its own cgroup, and a Wasm container with none would show 0 bytes, which
+//! `kubectl top` and autoscalers take for "no metrics". It moves back to
+//! the sandbox's before that container's cgroup is removed.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::spec::{ContainerRole, ContainerSpec};
 
@@ -134,6 +141,22 @@ impl Hierarchy {
         cgroup.apply(limits, !threads)?;
         Ok(Some(cgroup))
     }
+
+    /// Creates (or opens) cgroup `path` in the v1 `memory` hierarchy alone,
+    /// with no limit of its own; `None` on v2 or without that hierarchy.
+    fn create_memory(&self, path: &str) -> Result<Option<Cgroup>, CgroupError> {
+        let Self::V1(root) = self else {
+            return Ok(None);
+        };
+        let Some(dir) = Dir::v1(root, "memory", &relative(path)?) else {
+            return Ok(None);
+        };
+        fs::create_dir_all(&dir.path).map_err(io(&dir.path))?;
+        Ok(Some(Cgroup {
+            v2: false,
+            dirs: vec![dir],
+        }))
+    }
 }
 
 /// `path` relative to the hierarchy's root, refusing `..` and the
@@ -194,6 +217,18 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// The same cgroup in the v1 `memory` hierarchy alone, if it has it.
+    fn memory_only(&self) -> Option<Cgroup> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.controllers.split(',').any(|c| c == "memory"))?;
+        (!self.v2).then(|| Cgroup {
+            v2: false,
+            dirs: vec![dir.clone()],
+        })
+    }
+
     /// The directory of `controller` (v1), or the cgroup's (v2).
     fn dir(&self, controller: &str) -> Option<&Path> {
         let dir = if self.v2 {
@@ -262,6 +297,24 @@ impl Cgroup {
             fs::write(&path, "0").map_err(io(&path))?;
         }
         Ok(())
+    }
+
+    /// The v1 memory cgroup's usage and the file pages it may reclaim.
+    fn memory_charge(&self) -> Option<MemoryCharge> {
+        let dir = self.dir("memory")?;
+        let usage = fs::read_to_string(dir.join("memory.usage_in_bytes")).ok()?;
+        let stat = fs::read_to_string(dir.join("memory.stat")).ok()?;
+        let field = |name: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Some(MemoryCharge {
+            usage: usage.trim().parse().ok()?,
+            rss: field("total_rss"),
+            inactive_file: field("total_inactive_file"),
+        })
     }
 
     /// CPU time used by everything in the cgroup, in nanoseconds.
@@ -377,6 +430,27 @@ pub struct Cgroups {
     hierarchy: Option<Hierarchy>,
     home: Option<Cgroup>,
     main_thread: Option<MainThread>,
+    memory: Arc<Mutex<MemoryOwner>>,
+}
+
+/// A memory cgroup's numbers, in bytes, as cgroup v1 gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCharge {
+    /// `memory.usage_in_bytes`.
+    pub usage: u64,
+    /// `total_rss` of `memory.stat`.
+    pub rss: u64,
+    /// `total_inactive_file` of `memory.stat`: what the CRI takes off the
+    /// usage for the working set.
+    pub inactive_file: u64,
+}
+
+/// Where the main thread is in the v1 memory hierarchy (see the module's
+/// notes): the sandbox's memory cgroup, and the guest's it moved on to.
+#[derive(Debug, Default)]
+struct MemoryOwner {
+    sandbox: Option<Cgroup>,
+    guest: Option<(String, Cgroup)>,
 }
 
 impl Cgroups {
@@ -388,6 +462,7 @@ impl Cgroups {
             hierarchy,
             home,
             main_thread: None,
+            memory: Arc::default(),
         }
     }
 
@@ -416,12 +491,95 @@ impl Cgroups {
         match joined {
             Ok(cgroup) => {
                 tracing::debug!(%id, path, joined = cgroup.is_some(), "cgroup");
+                if sandbox {
+                    let mut memory = self.lock_memory();
+                    memory.sandbox = cgroup.as_ref().and_then(Cgroup::memory_only);
+                    memory.guest = None;
+                } else {
+                    self.charge_memory_to(id, hierarchy, path);
+                }
                 cgroup
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "the container's cgroup is not applied; its Wasmtime limits still are");
                 None
             }
+        }
+    }
+
+    fn lock_memory(&self) -> std::sync::MutexGuard<'_, MemoryOwner> {
+        // The state is two fields set whole; a panic elsewhere leaves it usable.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the main thread from the sandbox's memory cgroup to that of
+    /// guest `id` (cgroupsPath `path`), if no guest of the pod has it yet.
+    fn charge_memory_to(&self, id: &str, hierarchy: &Hierarchy, path: &str) {
+        let Some(main) = &self.main_thread else {
+            return;
+        };
+        let mut memory = self.lock_memory();
+        if memory.sandbox.is_none() || memory.guest.is_some() {
+            return;
+        }
+        let moved = hierarchy.create_memory(path).and_then(|cgroup| {
+            let Some(cgroup) = cgroup else {
+                return Ok(None);
+            };
+            let target = cgroup.clone();
+            match main.run(move || target.add_current_thread()) {
+                Some(Ok(())) => Ok(Some(cgroup)),
+                Some(Err(e)) => {
+                    let _ = cgroup.remove();
+                    Err(e)
+                }
+                None => {
+                    let _ = cgroup.remove();
+                    Ok(None)
+                }
+            }
+        });
+        match moved {
+            Ok(Some(cgroup)) => {
+                tracing::debug!(%id, "the pod's memory is charged to this container's cgroup");
+                memory.guest = Some((id.to_owned(), cgroup));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "the pod's memory stays charged to its sandbox: the kubelet shows 0 bytes for this container");
+            }
+        }
+    }
+
+    /// What guest `id`'s memory cgroup holds, if it has the pod's charge:
+    /// the whole shim's memory as the kernel counts it, which the CRI
+    /// reports for the container in place of its linear memory.
+    pub fn memory_charged(&self, id: &str) -> Option<MemoryCharge> {
+        let memory = self.lock_memory();
+        let (owner, cgroup) = memory.guest.as_ref()?;
+        (owner == id).then(|| cgroup.memory_charge())?
+    }
+
+    /// Moves the main thread back to the sandbox's memory cgroup and removes
+    /// guest `id`'s, if that guest has it.
+    fn uncharge_memory_from(&self, id: &str) {
+        let mut memory = self.lock_memory();
+        let Some((_, guest)) = memory.guest.take_if(|(owner, _)| owner == id) else {
+            return;
+        };
+        if let (Some(main), Some(sandbox)) = (&self.main_thread, memory.sandbox.clone()) {
+            match main.run(move || sandbox.add_current_thread()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(%id, error = %e, "cannot move the shim back to its sandbox's memory cgroup")
+                }
+                None => {
+                    tracing::warn!(%id, "the main thread is gone: the shim stays in this container's memory cgroup")
+                }
+            }
+        }
+        if let Err(e) = guest.remove() {
+            tracing::warn!(%id, error = %e, "the container's memory cgroup is left behind");
         }
     }
 
@@ -441,11 +599,22 @@ impl Cgroups {
     /// sandbox's first, every thread of it. A guest's thread may take a
     /// moment to be gone.
     pub fn leave(&self, id: &str, cgroup: &Cgroup, sandbox: bool, pid: u32) {
-        if sandbox
-            && let Some(home) = &self.home
-            && let Err(e) = home.add_process(pid)
-        {
-            tracing::warn!(%id, error = %e, "cannot leave the pod's cgroup");
+        if sandbox {
+            if let Some(home) = &self.home
+                && let Err(e) = home.add_process(pid)
+            {
+                tracing::warn!(%id, error = %e, "cannot leave the pod's cgroup");
+            }
+            // Home holds the whole process now: a guest's memory cgroup
+            // left over is empty and goes.
+            let left = std::mem::take(&mut *self.lock_memory());
+            if let Some((_, guest)) = left.guest
+                && let Err(e) = guest.remove()
+            {
+                tracing::warn!(%id, error = %e, "a container's memory cgroup is left behind");
+            }
+        } else {
+            self.uncharge_memory_from(id);
         }
         let mut tries = 0;
         while let Err(e) = cgroup.remove() {
@@ -609,6 +778,85 @@ mod tests {
             .expect("joined");
         let procs = root.path().join("memory/kubepods/pod1/sb2/cgroup.procs");
         assert_eq!(fs::read_to_string(procs).expect("procs"), "42");
+    }
+
+    #[test]
+    fn on_v1_the_first_guest_gets_the_pods_memory_charge_until_it_goes() {
+        let root = v1_tree();
+        let (main, mut jobs) = MainThread::new();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                while let Some(job) = jobs.next().await {
+                    job();
+                }
+            })
+        });
+        let cgroups = Cgroups::detect(root.path()).with_main_thread(main);
+        let guest_spec = |path: &str| ContainerSpec {
+            role: ContainerRole::Guest,
+            ..sandbox_spec(path)
+        };
+        let memory = |path: &str| root.path().join("memory").join(path);
+        cgroups
+            .join("sb", &sandbox_spec("/kubepods/pod1/sb"), 42)
+            .expect("sandbox joined");
+        let first = cgroups
+            .join("c1", &guest_spec("/kubepods/pod1/c1"), 42)
+            .expect("first guest");
+        assert_eq!(
+            fs::read_to_string(memory("kubepods/pod1/c1/tasks")).expect("tasks"),
+            "0",
+            "the main thread moved to the first guest's memory cgroup"
+        );
+        let second = cgroups
+            .join("c2", &guest_spec("/kubepods/pod1/c2"), 42)
+            .expect("second guest");
+        assert!(
+            !memory("kubepods/pod1/c2").exists(),
+            "one memory cgroup holds the charge"
+        );
+        fs::write(
+            memory("kubepods/pod1/c1/memory.usage_in_bytes"),
+            "12288000\n",
+        )
+        .expect("write");
+        fs::write(
+            memory("kubepods/pod1/c1/memory.stat"),
+            "cache 1000\nrss 5\ntotal_rss 9000000\ntotal_inactive_file 288000\n",
+        )
+        .expect("write");
+        assert_eq!(
+            cgroups.memory_charged("c1"),
+            Some(MemoryCharge {
+                usage: 12_288_000,
+                rss: 9_000_000,
+                inactive_file: 288_000
+            })
+        );
+        assert_eq!(cgroups.memory_charged("c2"), None, "not the charged one");
+        fs::remove_file(memory("kubepods/pod1/c1/memory.usage_in_bytes")).expect("rm");
+        fs::remove_file(memory("kubepods/pod1/c1/memory.stat")).expect("rm");
+        // What the kernel would show: the thread has left the sandbox's.
+        fs::write(memory("kubepods/pod1/sb/tasks"), "").expect("write");
+        fs::remove_file(memory("kubepods/pod1/c1/tasks")).expect("rm");
+        cgroups.leave("c1", &first, false, 42);
+        assert_eq!(
+            fs::read_to_string(memory("kubepods/pod1/sb/tasks")).expect("tasks"),
+            "0",
+            "back to the sandbox's before the container's cgroup goes"
+        );
+        assert!(
+            !memory("kubepods/pod1/c1").exists(),
+            "its memory cgroup is removed"
+        );
+        // The second guest does not take it over: the charge stays put.
+        cgroups.leave("c2", &second, false, 42);
+        assert!(!memory("kubepods/pod1/c2").exists());
+        drop(cgroups);
+        server.join().expect("server");
     }
 
     #[test]

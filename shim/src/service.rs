@@ -29,7 +29,7 @@ use wasmpod_oci::artifact::WasmLayer;
 use wasmpod_oci::{ContentStore, DigestMemo, SourceError};
 
 use crate::capabilities::Grants;
-use crate::cgroup::{Cgroups, MainThread};
+use crate::cgroup::{Cgroups, MainThread, MemoryCharge};
 use crate::digests::LayerDigests;
 use crate::engine::{Origin, Program, WasmEngine};
 use crate::error::TaskError;
@@ -173,9 +173,15 @@ fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
 }
 
 /// A guest's usage as cgroup v1 metrics, the form containerd's CRI reads
-/// for ContainerStats: CPU time of its thread, its linear memory.
-fn metrics(usage: &Usage, limit: Option<u64>) -> Metrics {
-    let memory = usage.memory();
+/// for ContainerStats (and the kubelet for `kubectl top`): CPU time of its
+/// thread; memory of its cgroup where that holds the pod's charge (see
+/// [`crate::cgroup`]), else its linear memory.
+fn metrics(usage: &Usage, limit: Option<u64>, charged: Option<MemoryCharge>) -> Metrics {
+    let linear = usage.memory();
+    let (memory, rss, inactive_file) = match charged {
+        Some(c) => (c.usage.max(linear), c.rss, c.inactive_file),
+        None => (linear, linear, 0),
+    };
     let mut m = Metrics::new();
     m.cpu = MessageField::some(CPUStat {
         usage: MessageField::some(CPUUsage {
@@ -185,7 +191,9 @@ fn metrics(usage: &Usage, limit: Option<u64>) -> Metrics {
         ..Default::default()
     });
     m.memory = MessageField::some(MemoryStat {
-        rss: memory,
+        rss,
+        total_rss: rss,
+        total_inactive_file: inactive_file,
         usage: MessageField::some(MemoryEntry {
             usage: memory,
             limit: limit.unwrap_or(u64::MAX),
@@ -603,7 +611,8 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
         let (usage, limit) = self.with_task(&req.id, |task| {
             Ok((task.usage.clone(), task.grants.memory_limit))
         })?;
-        let metrics = metrics(&usage, limit);
+        let charged = self.cgroups.memory_charged(&req.id);
+        let metrics = metrics(&usage, limit, charged);
         let any = containerd_shim::util::convert_to_any(Box::new(metrics))
             .map_err(|e| ttrpc_internal(&e))?;
         Ok(StatsResponse {

@@ -246,15 +246,12 @@ class EndToEnd(unittest.TestCase):
             ]
             self.assertTrue(memory and memory[0] > 0, f"{name}: {memory}")
 
-    @unittest.expectedFailure
     def test_04b_kubectl_top_pod_lists_the_wasm_pods(self):
-        # Known gap, found here: on cgroup v1 a Wasm container's memory is
-        # charged to its pod's sandbox cgroup (the shim's), so the kubelet
-        # reports 0 bytes for the container and metrics-server leaves the
-        # pod out. This test turns into an unexpected success, which fails
-        # the run, once that is fixed.
+        # On cgroup v1 the shim moves its main thread, and so the charge for
+        # its memory, into the first guest's memory cgroup, where the
+        # kubelet reads a container's memory.
         if not METRICS:
-            raise AssertionError("no metrics-server")
+            self.skipTest("no metrics-server in this cluster (WASMPOD_E2E_METRICS)")
 
         def usage():
             out = kubectl("top", "pod", "-l", "app=http", "--no-headers", check=False)
@@ -262,7 +259,9 @@ class EndToEnd(unittest.TestCase):
             good = [r for r in rows if len(r) == 3 and r[1].endswith("m") and r[2].endswith("Mi")]
             return len(good) == 2 and good
 
-        wait_until("kubectl top pod with numbers", usage, 45, 3)
+        rows = wait_until("kubectl top pod with numbers", usage, 90, 3)
+        for name, _, memory in rows:
+            self.assertGreater(int(memory[:-2]), 0, name)
 
     def test_05_kubectl_exec_says_wasm_containers_have_no_exec(self):
         pod = ready_pods("app=http")[0]["metadata"]["name"]

@@ -354,18 +354,29 @@ fn a_cpu_limit_is_enforced_through_the_containers_cgroup() {
         tokio::time::sleep(spin).await;
         let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"));
         let threads = std::fs::read_to_string(dir.join("tasks"));
-        // The shim's memory is charged to the sandbox's memory cgroup,
-        // which its main thread joined.
-        let sandbox = pod_cgroup("memory").join(&running.sandbox_id);
-        let procs = std::fs::read_to_string(sandbox.join("cgroup.procs"));
-        let charged = std::fs::read_to_string(sandbox.join("memory.usage_in_bytes"));
+        // The shim's memory is charged to the guest's memory cgroup, which
+        // its main thread moved on to from the sandbox's: the kubelet reads
+        // a container's memory there.
+        let container = pod_cgroup("memory").join(&id);
+        let procs = std::fs::read_to_string(container.join("cgroup.procs"));
+        let charged = std::fs::read_to_string(container.join("memory.usage_in_bytes"));
+        let sandbox_procs = std::fs::read_to_string(
+            pod_cgroup("memory")
+                .join(&running.sandbox_id)
+                .join("cgroup.procs"),
+        );
         let stats = kubelet.stats(&id).await.expect("ContainerStats");
         kubelet.remove(&running).await.expect("pod removed");
-        let procs = procs.expect("the sandbox's memory cgroup");
+        let procs = procs.expect("the container's memory cgroup");
         assert_eq!(procs.lines().count(), 1, "the shim alone: {procs:?}");
+        let sandbox_procs = sandbox_procs.expect("the sandbox's memory cgroup");
+        assert_eq!(
+            sandbox_procs, "",
+            "the shim left the sandbox's memory cgroup"
+        );
         let charged: u64 = charged.expect("usage").trim().parse().expect("a number");
         // Only what the shim allocates after the move is charged there.
-        assert!(charged > 0, "no memory charged to the pod");
+        assert!(charged > 0, "no memory charged to the container");
         assert_eq!(quota.expect("the container's cgroup").trim(), "20000");
         assert!(
             threads.expect("its tasks").lines().count() >= 1,
