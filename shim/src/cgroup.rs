@@ -740,11 +740,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn on_v1_the_main_thread_alone_joins_the_pod() {
-        let root = v1_tree();
+    /// A thread that stands in for the daemon's main thread: it runs the
+    /// jobs sent to `MainThread` until every handle is gone, and counts them.
+    fn main_thread() -> (MainThread, std::thread::JoinHandle<usize>) {
         let (main, mut jobs) = MainThread::new();
-        // Stands in for the daemon's main thread.
         let server = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
@@ -758,6 +757,13 @@ mod tests {
                 ran
             })
         });
+        (main, server)
+    }
+
+    #[test]
+    fn on_v1_the_main_thread_alone_joins_the_pod() {
+        let root = v1_tree();
+        let (main, server) = main_thread();
         let cgroups = Cgroups::detect(root.path()).with_main_thread(main);
         let pod = cgroups
             .join("sb", &sandbox_spec("/kubepods/pod1/sb"), 42)
@@ -783,17 +789,7 @@ mod tests {
     #[test]
     fn on_v1_the_first_guest_gets_the_pods_memory_charge_until_it_goes() {
         let root = v1_tree();
-        let (main, mut jobs) = MainThread::new();
-        let server = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                while let Some(job) = jobs.next().await {
-                    job();
-                }
-            })
-        });
+        let (main, server) = main_thread();
         let cgroups = Cgroups::detect(root.path()).with_main_thread(main);
         let guest_spec = |path: &str| ContainerSpec {
             role: ContainerRole::Guest,
@@ -856,7 +852,12 @@ mod tests {
         cgroups.leave("c2", &second, false, 42);
         assert!(!memory("kubepods/pod1/c2").exists());
         drop(cgroups);
-        server.join().expect("server");
+        // Into c1, back to the sandbox's, and the sandbox's own join.
+        assert_eq!(
+            server.join().expect("server"),
+            3,
+            "each move on the main thread"
+        );
     }
 
     #[test]

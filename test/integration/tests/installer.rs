@@ -769,7 +769,8 @@ fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
         );
     });
 
-    // No uninstall hook yet: the same binary takes it out from the node.
+    // The uninstall hook's pod runs this same binary (the e2e suite has
+    // helm run it); here it takes wasmpod out from the node.
     let out = run_installer(&[
         "--config",
         node.config.to_str().expect("utf-8"),
