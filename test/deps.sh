@@ -14,6 +14,7 @@ packages=(
     docker-registry apache2-utils curl              # a private registry (htpasswd for 401s)
     skopeo                                          # reads what `wasmpod push` wrote
     containernetworking-plugins iproute2 iptables   # pod networks (and hostPorts) for the CRI tests
+    openssl                                         # the test Kubernetes' certificates (test/k8s/)
 )
 missing=()
 for p in "${packages[@]}"; do
