@@ -123,6 +123,11 @@ impl Cli {
     fn health_limit(&self) -> Duration {
         Duration::from_secs(self.health_timeout)
     }
+
+    /// `--bin-dir`, or `None` when it is empty (no PATH link).
+    fn path_link_dir(&self) -> Option<&Path> {
+        (!self.bin_dir.is_empty()).then(|| Path::new(&self.bin_dir))
+    }
 }
 
 fn main() -> ExitCode {
@@ -204,16 +209,18 @@ fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyho
                 runtime_path.display()
             );
         }
-        let on_path = host.join(Path::new(&cli.bin_dir)).join(shim_file::LINK);
-        let link_missing = !cli.bin_dir.as_os_str().is_empty()
-            && std::fs::read_link(&on_path).ok().as_deref() != Some(runtime_path.as_path());
-        if link_missing {
+        let missing_link = cli.path_link_dir().filter(|dir| {
+            let on_path = host.join(dir).join(shim_file::LINK);
+            std::fs::read_link(on_path).ok().as_deref() != Some(runtime_path.as_path())
+        });
+        if let Some(dir) = missing_link {
             println!(
                 "would link {} to {} (unless another file has that name)",
-                Path::new(&cli.bin_dir).join(shim_file::LINK).display(),
+                dir.join(shim_file::LINK).display(),
                 runtime_path.display()
             );
         }
+        let link_missing = missing_link.is_some();
         if !change.changes()
             && previous_shim.as_deref() == Some(shim.file_name.as_str())
             && !link_missing
@@ -226,9 +233,9 @@ fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyho
     if new_shim {
         info!(shim = %bin_dir.join(&shim.file_name).display(), "shim installed");
     }
-    if !cli.bin_dir.as_os_str().is_empty() {
-        let on_path = Path::new(&cli.bin_dir).join(shim_file::LINK);
-        match shim_file::link_on_path(&host.join(Path::new(&cli.bin_dir)), &runtime_path) {
+    if let Some(dir) = cli.path_link_dir() {
+        let on_path = dir.join(shim_file::LINK);
+        match shim_file::link_on_path(&host.join(dir), &runtime_path) {
             Ok(shim_file::PathLink::Made) => {
                 info!(link = %on_path.display(), "shim linked on containerd's PATH")
             }
@@ -417,10 +424,10 @@ fn uninstall_here(cli: &Cli) -> anyhow::Result<()> {
     } else {
         info!(config = %layout.target.display(), "the containerd config has no wasmpod runtime");
     }
-    if !cli.bin_dir.as_os_str().is_empty() {
+    if let Some(dir) = cli.path_link_dir() {
         let runtime_path = cli.install_dir.join("bin").join(shim_file::LINK);
-        if shim_file::unlink_from_path(&host.join(Path::new(&cli.bin_dir)), &runtime_path)? {
-            info!(link = %Path::new(&cli.bin_dir).join(shim_file::LINK).display(), "shim link removed from containerd's PATH");
+        if shim_file::unlink_from_path(&host.join(dir), &runtime_path)? {
+            info!(link = %dir.join(shim_file::LINK).display(), "shim link removed from containerd's PATH");
         }
     }
     for old in shim_file::prune(&bin_dir, &[])? {
@@ -563,12 +570,8 @@ fn wait_healthy(
     listed: bool,
     limit: Duration,
 ) -> Result<String, health::HealthError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            health::HealthError::Unreachable(format!("cannot start an async runtime: {error}"))
-        })?;
+    let runtime =
+        current_thread().map_err(|error| health::HealthError::Unreachable(format!("{error:#}")))?;
     runtime
         .block_on(health::wait(
             &host.join(socket),
