@@ -35,6 +35,18 @@ pub enum HealthError {
         /// What the CRI call said.
         detail: String,
     },
+    /// The CRI lists the handler, but a Wasm container does not run through it.
+    #[error(
+        "containerd {version} lists the `wasmpod` runtime ({runtime}), but a test Wasm container did not run through it: {cause}"
+    )]
+    Canary {
+        /// containerd's version.
+        version: String,
+        /// The shim the CRI runs for the handler.
+        runtime: String,
+        /// What went wrong.
+        cause: crate::canary::CanaryError,
+    },
     /// The CRI's runtimes are not what the change should have made them.
     #[error("containerd {version}'s CRI {what} the `{handler}` runtime handler")]
     Handler {
@@ -52,6 +64,9 @@ pub enum HealthError {
 pub struct Healthy {
     /// containerd's version.
     pub version: String,
+    /// The shim the CRI runs for the handler (its `runtime_path`, else its
+    /// `runtime_type`), when listed.
+    pub runtime: Option<String>,
 }
 
 /// Waits up to `limit` for containerd on `socket` to answer with its CRI
@@ -105,31 +120,47 @@ async fn check(socket: &Path, handler: &str, want: bool) -> Result<Healthy, Heal
             detail: status.message().to_owned(),
         })?
         .into_inner();
-    let listed = status
+    let runtime = status
         .info
         .get("config")
         .and_then(|config| serde_json::from_str::<serde_json::Value>(config).ok())
-        .is_some_and(|config| lists_handler(&config, handler));
-    if listed != want {
+        .and_then(|config| find_handler(&config, handler).map(shim_of));
+    if runtime.is_some() != want {
         return Err(HealthError::Handler {
             version,
             what: if want { "does not list" } else { "still lists" },
             handler: handler.to_owned(),
         });
     }
-    Ok(Healthy { version })
+    Ok(Healthy { version, runtime })
 }
 
-/// Whether a CRI config dump (its JSON differs between containerd 1.x and
-/// 2.x) has a `runtimes` object with `handler` in it.
-fn lists_handler(config: &serde_json::Value, handler: &str) -> bool {
+/// The `handler` entry of a CRI config dump's `runtimes` object, wherever
+/// it is (the JSON differs between containerd 1.x and 2.x).
+fn find_handler<'a>(config: &'a serde_json::Value, handler: &str) -> Option<&'a serde_json::Value> {
     match config {
-        serde_json::Value::Object(map) => map.iter().any(|(key, value)| {
-            (key == "runtimes" && value.get(handler).is_some()) || lists_handler(value, handler)
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, value)| {
+            (key == "runtimes")
+                .then(|| value.get(handler))
+                .flatten()
+                .or_else(|| find_handler(value, handler))
         }),
-        serde_json::Value::Array(items) => items.iter().any(|item| lists_handler(item, handler)),
-        _ => false,
+        serde_json::Value::Array(items) => {
+            items.iter().find_map(|item| find_handler(item, handler))
+        }
+        _ => None,
     }
+}
+
+/// What containerd starts for a runtime entry: its path when set, else the
+/// shim its type names.
+fn shim_of(runtime: &serde_json::Value) -> String {
+    ["runtimePath", "runtimeType"]
+        .iter()
+        .filter_map(|key| runtime.get(key)?.as_str())
+        .find(|value| !value.is_empty())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The socket containerd serves on, from the config it reads (`[grpc]
@@ -147,12 +178,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_handler_is_found_in_either_dump_shape() {
-        let v1 = serde_json::json!({"containerd": {"runtimes": {"runc": {}, "wasmpod": {"runtimeType": "x"}}}});
-        assert!(lists_handler(&v1, "wasmpod"));
-        let v2 = serde_json::json!({"runtimeConfig": {"containerd": {"runtimes": {"runc": {}}}}});
-        assert!(!lists_handler(&v2, "wasmpod"));
-        assert!(lists_handler(&v2, "runc"));
+    fn the_handler_and_its_shim_are_found_in_either_dump_shape() {
+        let v1 = serde_json::json!({"containerd": {"runtimes": {"runc": {},
+            "wasmpod": {"runtimeType": "io.containerd.wasmpod.v1", "runtimePath": ""}}}});
+        let wasmpod = find_handler(&v1, "wasmpod").map(shim_of);
+        assert_eq!(wasmpod.as_deref(), Some("io.containerd.wasmpod.v1"));
+        let v2 = serde_json::json!({"runtimeConfig": {"containerd": {"runtimes": {
+            "runc": {"runtimeType": "io.containerd.runc.v2"},
+            "wasmpod": {"runtimeType": "io.containerd.wasmpod.v1", "runtimePath": "/opt/wasmpod/bin/shim"}}}}});
+        assert_eq!(
+            find_handler(&v2, "wasmpod").map(shim_of).as_deref(),
+            Some("/opt/wasmpod/bin/shim")
+        );
+        let without = serde_json::json!({"containerd": {"runtimes": {"runc": {}}}});
+        assert!(find_handler(&without, "wasmpod").is_none());
+        assert!(find_handler(&without, "runc").is_some());
     }
 
     #[test]

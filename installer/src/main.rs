@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
+use wasmpod_installer::canary::Canary;
 use wasmpod_installer::layout::{self, Flavour, HostRoot};
 use wasmpod_installer::node::{self, EventType, Mark};
 use wasmpod_installer::restart::{self, Method};
@@ -122,6 +123,11 @@ enum Command {
 impl Cli {
     fn health_limit(&self) -> Duration {
         Duration::from_secs(self.health_timeout)
+    }
+
+    /// Where the health gate's test container lives (host path).
+    fn canary_dir(&self) -> PathBuf {
+        self.install_dir.join("canary")
     }
 
     /// `--bin-dir`, or `None` when it is empty (no PATH link).
@@ -289,10 +295,13 @@ fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyho
             info!(method = ?cli.restart, "containerd restarted");
         }
     }
+    // Whether this run saw a test container run through the runtime.
+    let mut gated = false;
     if cli.restart != Method::None && !state.verified {
         let socket = socket(cli, &host, &layout, change.after.as_deref())?;
-        match wait_healthy(&host, &socket, true, cli.health_limit()) {
+        match wait_healthy(&host, &socket, Some(&cli.canary_dir()), cli.health_limit()) {
             Ok(version) => {
+                gated = true;
                 info!(%version, socket = %socket.display(), "containerd is healthy and lists the wasmpod runtime")
             }
             Err(error) if changed || resumed => {
@@ -319,8 +328,9 @@ fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyho
     } else if cli.restart == Method::None && !state.verified {
         // Someone else restarts containerd: one look says whether it has.
         let socket = socket(cli, &host, &layout, change.after.as_deref())?;
-        match wait_healthy(&host, &socket, true, Duration::ZERO) {
+        match wait_healthy(&host, &socket, Some(&cli.canary_dir()), Duration::ZERO) {
             Ok(version) => {
+                gated = true;
                 info!(%version, "containerd lists the wasmpod runtime");
                 state.verified = true;
                 State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
@@ -328,6 +338,37 @@ fn install_here(cli: &Cli, shim_path: &Path, cluster: Option<&Cluster>) -> anyho
             Err(error) => {
                 warn!(%error, "containerd does not run the wasmpod runtime yet: the node is labelled ready once it does and the installer runs again")
             }
+        }
+    }
+    if new_shim && state.verified && !gated {
+        // Only the shim changed, which containerd runs afresh for each new
+        // pod without a restart: it gets the test container too, and a shim
+        // that fails it makes way for the one before.
+        let socket = socket(cli, &host, &layout, change.after.as_deref())?;
+        if let Err(error) =
+            wait_healthy(&host, &socket, Some(&cli.canary_dir()), cli.health_limit())
+        {
+            let back = previous_shim
+                .as_deref()
+                .filter(|previous| *previous != shim.file_name);
+            let Some(previous) = back else {
+                if let Some(cluster) = cluster
+                    && let Err(error) = cluster.mark(Mark::Gone)
+                {
+                    warn!(%error, "the ready label could not be taken off");
+                }
+                return Err(anyhow::anyhow!(
+                    "{error}; there is no earlier shim to go back to"
+                ));
+            };
+            error!(%error, shim = shim.file_name, "the new shim does not run a Wasm container; going back to the one before");
+            shim_file::point_link(&host.join(&bin_dir), previous)?;
+            state.shim = previous.to_owned();
+            State::change(&host, &cli.install_dir, Some(&state))?.apply(&host)?;
+            return Err(anyhow::anyhow!(
+                "{error}; {} points at {previous} again",
+                runtime_path.display()
+            ));
         }
     }
     if let Some(cluster) = cluster.filter(|_| state.verified) {
@@ -418,7 +459,7 @@ fn uninstall_here(cli: &Cli) -> anyhow::Result<()> {
         info!(config = %layout.target.display(), "wasmpod runtime taken out of the containerd config");
         restart::restart(cli.restart, &layout, false, run_in_host)?;
         if cli.restart != Method::None {
-            let version = wait_healthy(&host, &socket, false, cli.health_limit())?;
+            let version = wait_healthy(&host, &socket, None, cli.health_limit())?;
             info!(%version, "containerd is healthy without the wasmpod runtime");
         }
     } else {
@@ -433,6 +474,8 @@ fn uninstall_here(cli: &Cli) -> anyhow::Result<()> {
     for old in shim_file::prune(&bin_dir, &[])? {
         info!(shim = old, "shim removed");
     }
+    Canary::remove_files(&host.join(cli.canary_dir()))
+        .with_context(|| format!("removing {}", cli.canary_dir().display()))?;
     State::change(&host, &cli.install_dir, None)?.apply(&host)?;
     for dir in [bin_dir, host.join(&cli.install_dir)] {
         // Only when empty: anything else there is not the installer's.
@@ -562,24 +605,44 @@ fn socket(
     })
 }
 
-/// Waits for containerd on host socket `socket` to answer, with (`listed`)
-/// or without the wasmpod handler in its CRI; returns its version.
+/// Waits for containerd on host socket `socket` to answer, with (`canary`
+/// given) or without the wasmpod handler in its CRI; returns its version.
+/// With the handler listed, a test Wasm container then runs through it,
+/// its files in host directory `canary`.
 fn wait_healthy(
     host: &HostRoot,
     socket: &Path,
-    listed: bool,
+    canary: Option<&Path>,
     limit: Duration,
 ) -> Result<String, health::HealthError> {
     let runtime =
         current_thread().map_err(|error| health::HealthError::Unreachable(format!("{error:#}")))?;
-    runtime
-        .block_on(health::wait(
-            &host.join(socket),
-            config::HANDLER,
-            listed,
-            limit,
-        ))
-        .map(|healthy| healthy.version)
+    let socket = host.join(socket);
+    runtime.block_on(async {
+        let healthy = health::wait(&socket, config::HANDLER, canary.is_some(), limit).await?;
+        let (Some(dir), Some(shim)) = (canary, healthy.runtime) else {
+            return Ok(healthy.version);
+        };
+        let canary = Canary {
+            runtime: shim.clone(),
+            host_dir: dir.to_owned(),
+            dir: host.join(dir),
+        };
+        let failed = |cause| health::HealthError::Canary {
+            version: healthy.version.clone(),
+            runtime: shim.clone(),
+            cause,
+        };
+        let channel = containerd_client::connect(&socket)
+            .await
+            .map_err(|error| health::HealthError::Unreachable(wasmpod_oci::error_chain(&error)))?;
+        canary.run(channel).await.map_err(failed)?;
+        info!(
+            runtime = shim,
+            "a test Wasm container ran through the wasmpod runtime"
+        );
+        Ok(healthy.version)
+    })
 }
 
 /// Puts the config back as it was after a failed health check, restarts
@@ -601,7 +664,7 @@ fn roll_back(
             restart::restart(cli.restart, layout, true, run_in_host).map_err(anyhow::Error::from)
         })
         .and_then(|()| {
-            wait_healthy(host, socket, false, cli.health_limit()).map_err(anyhow::Error::from)
+            wait_healthy(host, socket, None, cli.health_limit()).map_err(anyhow::Error::from)
         });
     match outcome {
         Ok(version) => {

@@ -96,17 +96,28 @@ impl Shim {
             std::fs::rename(&tmp, &file).map_err(write_error(&file))?;
             changed = true;
         }
-        let link = dir.join(LINK);
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&self.file_name)) {
-            // Relative, so it resolves on the host and under the host mount.
-            let tmp = dir.join(format!(".{LINK}.tmp"));
-            let _ = std::fs::remove_file(&tmp);
-            symlink(&self.file_name, &tmp).map_err(write_error(&tmp))?;
-            std::fs::rename(&tmp, &link).map_err(write_error(&link))?;
-            changed = true;
-        }
-        Ok(changed)
+        Ok(point_link(dir, &self.file_name)? || changed)
     }
+}
+
+/// Points the link in `dir` at versioned shim `file_name` (in `dir` too),
+/// by a rename, so a pod started meanwhile runs one or the other. Returns
+/// whether it pointed elsewhere before.
+pub fn point_link(dir: &Path, file_name: &str) -> Result<bool, ShimError> {
+    let link = dir.join(LINK);
+    if std::fs::read_link(&link).ok().as_deref() == Some(Path::new(file_name)) {
+        return Ok(false);
+    }
+    // Relative, so it resolves on the host and under the host mount.
+    let tmp = dir.join(format!(".{LINK}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let write_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ShimError::Write { path, source }
+    };
+    symlink(file_name, &tmp).map_err(write_error(&tmp))?;
+    std::fs::rename(&tmp, &link).map_err(write_error(&link))?;
+    Ok(true)
 }
 
 /// Removes the versioned shims in `dir` other than `keep` (the link's

@@ -464,13 +464,19 @@ fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
     ok(&out, "install");
     let log = text(&out.stderr);
     assert!(
-        log.contains("containerd is healthy and lists the wasmpod runtime"),
+        log.contains("containerd is healthy and lists the wasmpod runtime")
+            && log.contains("a test Wasm container ran through the wasmpod runtime"),
         "{log}"
     );
     assert_eq!(
         containerd.starts(),
         2,
         "restarted once, by the installer's SIGTERM"
+    );
+    assert_eq!(
+        namespaces(&socket),
+        ["k8s.io"],
+        "the test container's namespace is gone again"
     );
 
     // A Wasm pod through the CRI handler the installer added: the shim is
@@ -517,6 +523,98 @@ fn a_running_containerd_gets_the_runtime_runs_a_wasm_pod_and_loses_it_again() {
             .is_err(),
         "the PATH link is gone"
     );
+}
+
+/// The namespaces of the containerd on `socket`.
+fn namespaces(socket: &Path) -> Vec<String> {
+    let out = Command::new(var("WASMPOD_CTR"))
+        .arg("-a")
+        .arg(socket)
+        .args(["namespaces", "ls", "-q"])
+        .output()
+        .expect("ctr runs");
+    ok(&out, "ctr namespaces ls");
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+#[ignore = "needs the suite's containerd: run `make test`"]
+fn a_shim_that_cannot_run_a_guest_is_rolled_back() {
+    // The config is one containerd takes and its CRI lists the handler,
+    // but the shim is an executable of the node's machine that is no shim:
+    // only running a container through it shows that.
+    let CriNode {
+        containerd,
+        dir,
+        socket,
+        config,
+        original,
+        bin_dir,
+    } = cri_node("broken-shim", 'b', 3);
+    let broken = dir.join("not-a-shim");
+    std::fs::copy("/bin/true", &broken).expect("copy");
+    let install_dir = dir.join("opt-wasmpod");
+    let install = |shim: &Path| {
+        run_installer(&[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--install-dir",
+            install_dir.to_str().expect("utf-8"),
+            "--bin-dir",
+            bin_dir.to_str().expect("utf-8"),
+            "install",
+            "--shim",
+            shim.to_str().expect("utf-8"),
+        ])
+    };
+    let out = install(&broken);
+    assert!(!out.status.success(), "the install must fail");
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("lists the `wasmpod` runtime")
+            && log.contains("a test Wasm container did not run through it")
+            && log.contains("was put back"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("read"),
+        original,
+        "the config is as it was"
+    );
+    assert_eq!(
+        containerd.starts(),
+        3,
+        "restarted with the change and without it"
+    );
+    containerd.wait_up(&socket);
+    assert_eq!(namespaces(&socket), ["k8s.io"], "no test container is left");
+
+    // The same shim as an upgrade of a working one: the config is already
+    // right and nothing restarts, but the link goes back to the shim before.
+    let good = Path::new(&var("WASMPOD_INSTALLER")).with_file_name("containerd-shim-wasmpod-v1");
+    ok(&install(&good), "install the real shim");
+    let link = install_dir.join("bin/containerd-shim-wasmpod-v1");
+    let working = std::fs::read_link(&link).expect("the shim link");
+    let out = install(&broken);
+    assert!(!out.status.success(), "the upgrade must fail");
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("a test Wasm container did not run through it")
+            && log.contains(&format!("points at {} again", working.display())),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_link(&link).expect("link"), working);
+    assert_eq!(
+        containerd.starts(),
+        4,
+        "only the real shim's install restarted containerd"
+    );
+    block_on(async {
+        let mut kubelet = Kubelet::connect(socket.to_str().expect("utf-8"), &dir.join("pods"))
+            .await
+            .expect("CRI");
+        hello_pod_runs(&mut kubelet).await;
+    });
 }
 
 #[test]
