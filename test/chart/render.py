@@ -4,8 +4,8 @@
                                              on a node, as a Pod manifest, to
                                              run through the CRI as the kubelet
                                              would
-    python render.py VALUES_JSON TEMPLATE    one template as Helm renders it
-                                             (e.g. rbac.yaml), to apply
+    python render.py VALUES_JSON TEMPLATE... these templates as Helm renders
+                                             them (e.g. rbac.yaml), to apply
 """
 
 import json
@@ -22,7 +22,7 @@ with helm.Chart.load(CHART) as chart:
     chart.validate_schema(values)
     manifests = chart.render(values, name="wasmpod", namespace="wasmpod-system", is_install=True)
 if len(sys.argv) > 2:
-    sys.stdout.write(manifests["wasmpod/templates/" + sys.argv[2]])
+    sys.stdout.write("\n---\n".join(manifests["wasmpod/templates/" + name] for name in sys.argv[2:]))
     sys.exit(0)
 daemonset = yaml.safe_load(manifests["wasmpod/templates/daemonset.yaml"])
 template = daemonset["spec"]["template"]

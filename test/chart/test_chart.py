@@ -102,6 +102,7 @@ class Schema(unittest.TestCase):
         self.rejects({"runtimeClass": {"overhead": {"memory": "lots"}}}, "not a quantity")
         self.rejects({"runtimeClass": {"tolerations": [{"key": "a", "effect": "Sometimes"}]}}, "bad effect")
         self.rejects({"uninstall": {"timeout": 0}}, "no time to uninstall a node")
+        self.rejects({"nodePolicy": {"enabled": "yes"}}, "a boolean, not a string")
         self.rejects({"apiServer": {"host": "https://10.0.0.5"}}, "a host, not a URL")
 
     def test_good_values_pass(self):
@@ -163,6 +164,24 @@ class Defaults(unittest.TestCase):
             self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": account, "namespace": "wasmpod-system"}])
         roles = [k for k in self.objects if k[0] in ("ClusterRole", "Role")]
         self.assertEqual(len(roles), 2, roles)
+
+
+    def test_a_policy_narrows_the_node_patch_to_the_ready_label_of_the_pods_own_node(self):
+        # What the policy lets through and refuses is tried against a real
+        # API server by the installer's integration test; here, that it is
+        # bound, matches the installer only, and only node updates.
+        name = "wasmpod-node-installer"
+        policy = self.objects[("ValidatingAdmissionPolicy", name)]["spec"]
+        self.assertEqual(policy["failurePolicy"], "Fail")
+        self.assertEqual(policy["matchConstraints"]["resourceRules"],
+                         [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["nodes"]}])
+        self.assertEqual([c["expression"] for c in policy["matchConditions"]],
+                         ['request.userInfo.username == "system:serviceaccount:wasmpod-system:%s"' % name])
+        self.assertEqual(len(policy["validations"]), 3)
+        binding = self.objects[("ValidatingAdmissionPolicyBinding", name)]["spec"]
+        self.assertEqual(binding, {"policyName": name, "validationActions": ["Deny"]})
+        off = render({"nodePolicy": {"enabled": False}})
+        self.assertFalse([k for k in off if k[0].startswith("ValidatingAdmissionPolicy")])
 
 
     def test_uninstall_hooks_undo_every_node_then_wait_for_the_labels_to_go(self):

@@ -948,11 +948,10 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
     // it must with no more than that.
     let out = Command::new(var("WASMPOD_PYTHON"))
         .arg(var("WASMPOD_CHART_RENDER"))
-        .arg("{}")
-        .arg("rbac.yaml")
+        .args(["{}", "rbac.yaml", "nodepolicy.yaml"])
         .output()
         .expect("python runs");
-    let rbac = ok(&out, "render the chart's RBAC");
+    let rbac = ok(&out, "render the chart's RBAC and node policy");
     let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: wasmpod-system}\n";
     ok(
         &kubectl(&["apply", "-f", "-"], Some(namespace)),
@@ -962,8 +961,11 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
         &kubectl(&["apply", "-f", "-"], Some(&rbac)),
         "apply the RBAC",
     );
-    // A node object with no kubelet behind it: only its labels matter here.
-    let _ = kubectl(&["delete", "node", &node_name, "--ignore-not-found"], None);
+    // Node objects with no kubelet behind them: only labels matter here.
+    let other_node = format!("{node_name}-other");
+    for node in [&node_name, &other_node] {
+        let _ = kubectl(&["delete", "node", node, "--ignore-not-found"], None);
+    }
     let selector = format!("involvedObject.name={node_name}");
     let _ = kubectl(
         &[
@@ -976,10 +978,35 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
         ],
         None,
     );
-    let manifest = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node_name}}}\n");
+    for node in [&node_name, &other_node] {
+        let manifest = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n");
+        ok(
+            &kubectl(&["create", "-f", "-"], Some(&manifest)),
+            "create the node",
+        );
+    }
+    // The installer's pod, bound to the node (no kubelet runs it): its
+    // token names the node, as a projected token in the real pod does.
+    let pod = "wasmpod-node-installer-test";
+    let _ = kubectl(
+        &[
+            "delete",
+            "pod",
+            "-n",
+            "wasmpod-system",
+            pod,
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: wasmpod-system}}\n\
+         spec:\n  nodeName: {node_name}\n  serviceAccountName: wasmpod-node-installer\n  \
+         containers: [{{name: installer, image: wasmpod.test/none:1}}]\n"
+    );
     ok(
         &kubectl(&["create", "-f", "-"], Some(&manifest)),
-        "create the node",
+        "create the pod",
     );
 
     // The pod's service account as the kubelet would mount it.
@@ -991,14 +1018,15 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
             "wasmpod-node-installer",
             "-n",
             "wasmpod-system",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
         ],
         None,
     );
-    std::fs::write(
-        account.path().join("token"),
-        ok(&token, "kubectl create token"),
-    )
-    .expect("write the token");
+    let token = ok(&token, "kubectl create token").trim().to_owned();
+    std::fs::write(account.path().join("token"), &token).expect("write the token");
     std::fs::copy(var("WASMPOD_KUBE_CA"), account.path().join("ca.crt")).expect("copy the CA");
     let api = var("WASMPOD_KUBE_API");
     let (host, port) = api
@@ -1026,6 +1054,60 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
         eprintln!("wait-nodes: {}\n{}", out.status, text(&out.stderr));
         out
     };
+
+    // RBAC lets the installer patch any node; the chart's policy lets it
+    // change only the ready label of its own. The policy takes effect a
+    // moment after it is made.
+    let as_installer = |args: &[&str]| {
+        let out = Command::new(var("WASMPOD_KUBECTL"))
+            .args([
+                "--kubeconfig",
+                "/dev/null",
+                "--server",
+                &api,
+                "--token",
+                &token,
+            ])
+            .args(["--certificate-authority", &var("WASMPOD_KUBE_CA")])
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        text(&out.stderr)
+    };
+    let refused = |args: &[&str], why: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let error = as_installer(args);
+            if error.contains(why) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?} must be refused with {why:?}: {error}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    refused(
+        &["label", "node", &other_node, "wasmpod.dev/ready=true"],
+        &format!("may change only the node its pod runs on ({node_name}), not {other_node}"),
+    );
+    refused(
+        &[
+            "label",
+            "node",
+            &node_name,
+            "wasmpod.dev/ready=true",
+            "edge=false",
+        ],
+        "may change only the wasmpod.dev/ready label, not edge",
+    );
+    refused(
+        &["taint", "node", &node_name, "edge=true:NoSchedule"],
+        "may change only a node's labels",
+    );
+    assert_eq!(ready_label(&other_node), None);
+    assert_eq!(ready_label(&node_name), None);
 
     let node = cri_node("labels", 'l', 2);
     let install_dir = node.dir.join("opt-wasmpod");
@@ -1090,8 +1172,11 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
         node.original
     );
 
+    for node in [&node_name, &other_node] {
+        ok(&kubectl(&["delete", "node", node], None), "delete the node");
+    }
     ok(
-        &kubectl(&["delete", "node", &node_name], None),
-        "delete the node",
+        &kubectl(&["delete", "pod", "-n", "wasmpod-system", pod], None),
+        "delete the pod",
     );
 }
