@@ -1057,7 +1057,8 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
 
     // RBAC lets the installer patch any node; the chart's policy lets it
     // change only the ready label of its own. The policy takes effect a
-    // moment after it is made.
+    // moment after it is made, so each try is a server-side dry run, which
+    // goes through admission but changes nothing if it is let through.
     let as_installer = |args: &[&str]| {
         let out = Command::new(var("WASMPOD_KUBECTL"))
             .args([
@@ -1077,7 +1078,9 @@ fn the_node_is_labelled_ready_only_while_its_containerd_runs_the_shim() {
     let refused = |args: &[&str], why: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let error = as_installer(args);
+            let mut dry_run = args.to_vec();
+            dry_run.push("--dry-run=server");
+            let error = as_installer(&dry_run);
             if error.contains(why) {
                 return;
             }
