@@ -191,7 +191,6 @@ impl Canary {
             );
         }
         let status = outcome?;
-        let stdout = std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default();
         if status != 0 {
             let stderr = std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
             let stderr = stderr.trim();
@@ -204,6 +203,7 @@ impl Canary {
                 },
             });
         }
+        let stdout = std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default();
         if stdout != GREETING {
             return Err(CanaryError::Output(stdout));
         }

@@ -79,10 +79,6 @@ impl Shim {
     /// Returns whether anything changed. Older versions stay until
     /// [`prune`]: shims still running from them are unaffected either way.
     pub fn install(&self, dir: &Path) -> Result<bool, ShimError> {
-        let write_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ShimError::Write { path, source }
-        };
         std::fs::create_dir_all(dir).map_err(write_error(dir))?;
         let file = dir.join(&self.file_name);
         let mut changed = false;
@@ -111,13 +107,15 @@ pub fn point_link(dir: &Path, file_name: &str) -> Result<bool, ShimError> {
     // Relative, so it resolves on the host and under the host mount.
     let tmp = dir.join(format!(".{LINK}.tmp"));
     let _ = std::fs::remove_file(&tmp);
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ShimError::Write { path, source }
-    };
     symlink(file_name, &tmp).map_err(write_error(&tmp))?;
     std::fs::rename(&tmp, &link).map_err(write_error(&link))?;
     Ok(true)
+}
+
+/// The error for a failed write of `path`, for `map_err`.
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ShimError + use<> {
+    let path = path.to_owned();
+    move |source| ShimError::Write { path, source }
 }
 
 /// Removes the versioned shims in `dir` other than `keep` (the link's
