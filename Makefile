@@ -22,6 +22,10 @@ KEEP ?=
 E2E_TEST ?=
 export WASMPOD_TESTS := $(TESTS)
 export WASMPOD_KEEP := $(KEEP)
+# Release builds link through shim/symbol_order.py, which finds the hot
+# functions of shim/symbol-order.txt under this build's symbol names.
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+RELEASE := --release --locked --config 'target.$(HOST).linker="$(CURDIR)/shim/symbol_order.py"'
 # The shipped binaries' smoke tests, which `make bench` runs on them.
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
@@ -42,7 +46,7 @@ build: deps
 	@# The installer again, linked static: the integration tests run its
 	@# image, which is FROM scratch, as the chart's DaemonSet would.
 	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --profile quick --locked \
-		-p wasmpod-installer --target $$(rustc -vV | sed -n 's/^host: //p')
+		-p wasmpod-installer --target $(HOST)
 
 fixtures: build
 	$(PATHS) $(TIMED) fixtures test/wasm/build.sh "$$WASMPOD_FIXTURES"
@@ -53,9 +57,11 @@ demo: fixtures
 test: unit chart integration e2e
 
 # Needs no root, no containerd and no network: the tests that do are
-# #[ignore]d and run by `integration`.
+# #[ignore]d and run by `integration`. Then the release link's symbol
+# mapping, on a small program of its own.
 unit:
 	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace
+	$(TIMED) "symbol order" python3 test/symbol_order_test.py
 
 # The Helm chart through Helm v4's Go SDK (PyPI helm-python-sdk): lint,
 # schema, rendered objects. No cluster.
@@ -86,23 +92,23 @@ e2e: fixtures k8s
 # What ships: the release profile (fat LTO, one codegen unit, the hot
 # functions first through shim/symbol-order.txt), in $CARGO_TARGET_DIR/release.
 dist: deps
-	$(PATHS) $(TIMED) dist $(CARGO) build --release --locked \
+	$(PATHS) $(TIMED) dist $(CARGO) build $(RELEASE) \
 		-p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
 	@$(PATHS) echo "shipped binaries: $$CARGO_TARGET_DIR/release/{containerd-shim-wasmpod-v1,wasmpod}"
 
 # The node installer's image (installer, linked static, and the shipped
 # shim, FROM scratch) as an OCI archive, for `ctr images import` or a push.
 installer-image: dist
-	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --release --locked \
-		-p wasmpod-installer --target $$(rustc -vV | sed -n 's/^host: //p')
-	$(PATHS) "$$CARGO_TARGET_DIR/$$(rustc -vV | sed -n 's/^host: //p')/release/wasmpod-node-installer" image \
+	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build $(RELEASE) \
+		-p wasmpod-installer --target $(HOST)
+	$(PATHS) "$$CARGO_TARGET_DIR/$(HOST)/release/wasmpod-node-installer" image \
 		--shim "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1" \
 		--reference docker.io/wasmpod/node-installer:$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) \
 		--output "$$CARGO_TARGET_DIR/node-installer-image.tar"
 
 # Measures the shipped binaries, after their smoke tests.
 bench: fixtures dist k8s
-	$(PATHS) $(CARGO) build --release --locked -p wasmpod-integration --bin create-container --bin cri-bench
+	$(PATHS) $(CARGO) build $(RELEASE) -p wasmpod-integration --bin create-container --bin cri-bench
 	$(PATHS) test/hot-symbols.py --report "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1"
 	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" WASMPOD_TESTS=ctr WASMPOD_KEEP= \
 		$(TIMED) "smoke tests of the release shim" test/integration.sh bookworm "$$WASMPOD_FIXTURES" $(SMOKE)
@@ -113,7 +119,7 @@ bench: fixtures dist k8s
 # Profiles which of the shim's functions run, for the linker's layout
 # (shim/build.rs); redo when `make bench` reports the list stale.
 hot-symbols: fixtures dist
-	$(PATHS) $(CARGO) build --release --locked -p wasmpod-integration --bin cri-bench
+	$(PATHS) $(CARGO) build $(RELEASE) -p wasmpod-integration --bin cri-bench
 	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" test/hot-symbols.py "$$WASMPOD_FIXTURES"
 	$(MAKE) dist
 

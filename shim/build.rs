@@ -16,9 +16,10 @@ fn main() {
         "cargo::rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
         path.display()
     );
-    // Names the toolchain no longer emits are skipped: a stale list spreads
-    // the hot code out again, which `make bench` reports
-    // (test/hot-symbols.py --report). In the quick profile the names never
-    // match (symbol hashes follow the profile), which costs nothing there.
+    // The list names functions without their symbols' hashes, which the
+    // release link maps to this build's names (shim/symbol_order.py as the
+    // linker, `make dist`). lld skips what it does not find: a link without
+    // that mapping, or a stale list, spreads the hot code out again, which
+    // `make bench` reports (test/hot-symbols.py --report).
     println!("cargo::rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
 }

@@ -24,6 +24,8 @@ import sys
 from bench import BIN, Containerd  # test/bench.py, beside this script
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "shim"))
+import symbol_order  # noqa: E402  shim/symbol_order.py: names without hashes
 SHIM = os.path.join(BIN, "containerd-shim-wasmpod-v1")
 ORDER = os.path.join(TOP, "shim/symbol-order.txt")
 TRACEFS = next(
@@ -35,27 +37,26 @@ GROUP = "wasmpod_hot"
 SUITE = "bookworm"
 RUNTIME = "io.containerd.wasmpod.v1"
 IMAGE = "docker.io/wasmpod/test-programs:latest"
-# Below this share of listed names found in the binary, the list is stale
-# (a new toolchain or dependency renames every symbol) and must be redone.
+# Below this share of listed functions found in the binary, the list is
+# stale (the shim's code or its dependencies changed) and must be redone.
 FRESH = 0.9
 HEADER = """\
 # Functions of containerd-shim-wasmpod-v1 that run on a node with a warm
-# compiled-code cache, which lld places first (shim/build.rs). Written by
-# test/hot-symbols.py; `make hot-symbols` redoes it after changes to the shim
-# or its dependencies. A stale list costs memory, never correctness.
+# compiled-code cache, which lld places first (shim/build.rs), one a line:
+# the demangled path without hashes, then (tab-separated) its size and the
+# symbol it had, which shim/symbol_order.py maps to the names of the build
+# at hand. Written by test/hot-symbols.py (`make hot-symbols`); a stale list
+# costs memory, never correctness.
 """
 
 
 def functions(binary):
-    """(address, size, name) of the binary's functions, by address."""
-    out = subprocess.run(["nm", "-S", "--defined-only", binary],
-                         check=True, capture_output=True, text=True).stdout
+    """(address, size, symbol, path) of the binary's functions, one an
+    address, by address."""
     seen = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) == 4 and fields[2] in "tT" and int(fields[1], 16):
-            seen.setdefault(int(fields[0], 16), fields[3])
-    return sorted(seen.items())
+    for function in symbol_order.functions(binary):
+        seen.setdefault(function[0], function)
+    return [seen[addr] for addr in sorted(seen)]
 
 
 def file_offset(binary):
@@ -134,7 +135,7 @@ def profile(fixtures):
         # One probe a write: the parser does not join lines across writes.
         fd = os.open(os.path.join(TRACEFS, "uprobe_events"), os.O_WRONLY | os.O_APPEND)
         try:
-            for i, (addr, _) in enumerate(funcs):
+            for i, (addr, *_) in enumerate(funcs):
                 os.write(fd, f"p:{GROUP}/f{i} {SHIM}:0x{offset(addr):x}\n".encode())
         finally:
             os.close(fd)
@@ -148,11 +149,12 @@ def profile(fixtures):
                 if len(fields) >= 3 and fields[1].startswith("f") and fields[2] != "0":
                     hit.add(int(fields[1][1:]))
         # Address order: what ran together stays near what it calls.
-        names = [name for i, (_, name) in enumerate(funcs) if i in hit]
+        ran = [f for i, f in enumerate(funcs) if i in hit]
         with open(ORDER, "w") as f:
             f.write(HEADER)
-            f.writelines(n + "\n" for n in names)
-        print(f"hot-symbols: {len(names)} functions ran; wrote {ORDER}", file=sys.stderr)
+            f.writelines(symbol_order.list_line(path, size, symbol)
+                         for _, size, symbol, path in ran)
+        print(f"hot-symbols: {len(ran)} functions ran; wrote {ORDER}", file=sys.stderr)
     finally:
         remove_probes()
         write("tracing_on", "1")
@@ -160,13 +162,29 @@ def profile(fixtures):
 
 
 def report(binary):
-    """A stale list costs memory, not correctness: this says so and goes on."""
-    with open(ORDER) as f:
-        listed = [l.strip() for l in f if l.strip() and not l.startswith("#")]
-    present = {name for _, name in functions(binary)}
-    found = sum(n in present for n in listed)
+    """A stale list costs memory, not correctness: this says so and goes on.
+    Functions are found by their paths, as shim/symbol_order.py finds them
+    at link time, so a dependency bump that renames every symbol leaves the
+    list fresh; changed code makes it stale."""
+    listed = symbol_order.read_list(ORDER)
+    funcs = functions(binary)
+    paths = {path for *_, path in funcs}
+    symbols = {symbol for _, _, symbol, _ in funcs}
+    found = sum(path in paths for path, _, _ in listed)
+    same = sum(symbol in symbols for _, _, symbol in listed if symbol)
     share = found / len(listed) if listed else 0.0
-    print(f"hot-symbols: {found} of the {len(listed)} listed functions ({share:.0%}) are in {binary}")
+    print(f"hot-symbols: {found} of the {len(listed)} listed functions ({share:.0%}) are in "
+          f"{binary} ({same} under the symbol they were profiled with)")
+    # Laid out first, the hot functions span about their own size; a link
+    # that did not order them (not through shim/symbol_order.py) spreads them
+    # over the whole text.
+    listed_paths = {path for path, _, _ in listed}
+    hot = [(addr, size) for addr, size, _, path in funcs if path in listed_paths]
+    if hot:
+        span = max(a + s for a, s in hot) - min(a for a, _ in hot)
+        text = max(a + s for a, s, *_ in funcs) - min(a for a, *_ in funcs)
+        print(f"hot-symbols: those functions, {sum(s for _, s in hot) / 2**20:.1f} MiB, span "
+              f"{span / 2**20:.1f} MiB of the shim's {text / 2**20:.1f} MiB of code")
     if share < FRESH:
         print(f"hot-symbols: {ORDER} is stale: the shim's hot code is spread out "
               "(more resident text per shim); `make hot-symbols` redoes it")
