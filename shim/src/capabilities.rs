@@ -179,6 +179,7 @@ mod tests {
         ContainerSpec {
             role: ContainerRole::Guest,
             args: vec!["/app.wasm".into(), "x".into()],
+            export: None,
             env: vec![("A".into(), "1".into()), ("SECRET".into(), "s".into())],
             cwd: "/".into(),
             rootfs: "/bundle/rootfs".into(),

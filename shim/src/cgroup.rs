@@ -728,6 +728,7 @@ mod tests {
         ContainerSpec {
             role: ContainerRole::Sandbox,
             args: Vec::new(),
+            export: None,
             env: Vec::new(),
             cwd: "/".into(),
             rootfs: "/bundle/rootfs".into(),

@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use wasmpod_oci::{WasmKind, WasmSource};
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Precompiled};
+use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -38,7 +39,7 @@ pub enum EngineError {
     /// The program needs imports the shim does not provide, or lacks the
     /// entry point of a command.
     #[error(
-        "{origin} cannot run here: wasmpod runs WASI preview 2 command components (wasi:cli/run), wasi:http/proxy components (wasi:http/incoming-handler) and WASI preview 1 modules (_start)"
+        "{origin} cannot run here: wasmpod runs WASI preview 2 command components (wasi:cli/run), wasi:http/proxy components (wasi:http/incoming-handler), WASI preview 1 modules (_start, or a default export after _initialize), and a function without parameters named after `#` in the entrypoint (/app.wasm#name)"
     )]
     Unsupported {
         /// Where the bytes came from.
@@ -47,6 +48,24 @@ pub enum EngineError {
         #[source]
         source: wasmtime::Error,
     },
+}
+
+/// Store data that carries its container's memory limit.
+pub trait Limited {
+    /// The limit, checked on every grow of a memory or table.
+    fn limit(&mut self) -> &mut MemoryLimit;
+}
+
+impl Limited for ComponentState {
+    fn limit(&mut self) -> &mut MemoryLimit {
+        &mut self.limit
+    }
+}
+
+impl Limited for ModuleState {
+    fn limit(&mut self) -> &mut MemoryLimit {
+        &mut self.limit
+    }
 }
 
 /// Store data for a component guest (a command, or one HTTP request).
@@ -110,10 +129,22 @@ impl WasiView for ComponentState {
 /// need be.
 #[derive(Clone)]
 pub enum Program {
-    /// A preview 1 module; its `_start` is the entry point.
-    Module(InstancePre<ModuleState>),
+    /// A preview 1 module, and the exports that run it, called in turn.
+    Module {
+        /// The linked module.
+        pre: InstancePre<ModuleState>,
+        /// Export names, e.g. `["_start"]` or `["_initialize", ""]`.
+        calls: Vec<String>,
+    },
     /// A preview 2 command component.
     Component(CommandPre<ComponentState>),
+    /// A component run by calling one of its exported functions.
+    ComponentFunc {
+        /// The linked component.
+        pre: wasmtime::component::InstancePre<ComponentState>,
+        /// The top-level function export to call; it takes no parameters.
+        name: String,
+    },
     /// A wasi:http/proxy component: served, one instance per request.
     Http(ProxyPre<ComponentState>),
 }
@@ -215,7 +246,13 @@ impl WasmEngine {
 
     /// Compiles `source` (or loads it from the cache) and links it against
     /// WASI, so that a bad program fails here, at create, and not at start.
-    pub fn prepare(&self, source: &WasmSource) -> Result<(Program, Origin), EngineError> {
+    /// `export` names the function to run instead of the program's own
+    /// entry point.
+    pub fn prepare(
+        &self,
+        source: &WasmSource,
+        export: Option<&str>,
+    ) -> Result<(Program, Origin), EngineError> {
         let (code, origin) = match source.kind {
             WasmKind::Module => {
                 let (module, origin) = self.compiled(
@@ -236,7 +273,7 @@ impl WasmEngine {
                 (Code::Component(component), origin)
             }
         };
-        Ok((self.link(code, &source.origin)?, origin))
+        Ok((self.link(code, &source.origin, export)?, origin))
     }
 
     /// Loads the program whose Wasm has `digest` from the cache alone, so
@@ -245,6 +282,7 @@ impl WasmEngine {
         &self,
         digest: &str,
         origin: &str,
+        export: Option<&str>,
     ) -> Result<Option<Program>, EngineError> {
         let load = |path: &std::path::Path| match Engine::detect_precompiled_file(path)? {
             Some(Precompiled::Module) => cache::load_module(&self.engine, path).map(Code::Module),
@@ -254,34 +292,35 @@ impl WasmEngine {
             None => Err(wasmtime::format_err!("not a Wasmtime compiled artifact")),
         };
         match self.found(digest, self.cache.lookup(digest, load)) {
-            Some(code) => self.link(code, origin).map(Some),
+            Some(code) => self.link(code, origin, export).map(Some),
             None => Ok(None),
         }
     }
 
-    fn link(&self, code: Code, origin: &str) -> Result<Program, EngineError> {
+    fn link(&self, code: Code, origin: &str, export: Option<&str>) -> Result<Program, EngineError> {
         let unsupported = |source| EngineError::Unsupported {
             origin: origin.to_owned(),
             source,
         };
         match code {
             Code::Module(module) => {
-                if module.get_export("_start").is_none() {
-                    return Err(unsupported(wasmtime::format_err!(
-                        "the module exports no `_start` function (is it a library or reactor?)"
-                    )));
-                }
+                let calls = module_calls(&module, export).map_err(unsupported)?;
                 let pre = self
                     .module_linker()?
                     .instantiate_pre(&module)
                     .map_err(unsupported)?;
-                Ok(Program::Module(pre))
+                Ok(Program::Module { pre, calls })
             }
             Code::Component(component) => {
                 let pre = self
                     .component_linker()?
                     .instantiate_pre(&component)
                     .map_err(unsupported)?;
+                if let Some(name) = export {
+                    check_component_func(&self.engine, &component, name).map_err(unsupported)?;
+                    let name = name.to_owned();
+                    return Ok(Program::ComponentFunc { pre, name });
+                }
                 // A command if it exports wasi:cli/run, else a proxy; the
                 // error names what a command lacks, the commoner mistake.
                 match CommandPre::new(pre.clone()) {
@@ -347,5 +386,129 @@ impl WasmEngine {
             Err(e) => tracing::warn!(error = %e, "cannot serialize compiled code"),
         }
         Ok((code, Origin::Compiled))
+    }
+}
+
+/// The exports that run a module, in turn, as `wasmtime run` runs it: the
+/// named export, else the default export (`""`), else `_start`; a module
+/// that exports `_initialize` (a WASI reactor) has it called first.
+fn module_calls(module: &Module, export: Option<&str>) -> wasmtime::Result<Vec<String>> {
+    let func = |name: &str| match module.get_export(name) {
+        Some(ExternType::Func(ty)) => Some(ty),
+        _ => None,
+    };
+    let entry = match export {
+        Some(name) => name,
+        None if func("").is_some() => "",
+        None if func("_start").is_some() => "_start",
+        None => wasmtime::bail!(
+            "the module exports neither `_start` nor a default export (is it a library? name the function to run after `#` in the entrypoint)"
+        ),
+    };
+    match func(entry) {
+        None => wasmtime::bail!("the module exports no function `{entry}`"),
+        Some(ty) if ty.params().len() > 0 => wasmtime::bail!(
+            "the module's export `{entry}` takes parameters; only a function without parameters can be run"
+        ),
+        Some(_) => {}
+    }
+    let initialize = entry != "_initialize" && entry != "_start" && func("_initialize").is_some();
+    Ok(initialize
+        .then(|| "_initialize".to_owned())
+        .into_iter()
+        .chain([entry.to_owned()])
+        .collect())
+}
+
+/// Refuses, at create, a component export that is not a function without
+/// parameters.
+fn check_component_func(
+    engine: &Engine,
+    component: &Component,
+    name: &str,
+) -> wasmtime::Result<()> {
+    match component
+        .component_type()
+        .get_export(engine, name)
+        .map(|e| e.ty)
+    {
+        Some(ComponentItem::ComponentFunc(ty)) if ty.params().len() == 0 => Ok(()),
+        Some(ComponentItem::ComponentFunc(_)) => wasmtime::bail!(
+            "the component's export `{name}` takes parameters; only a function without parameters can be run"
+        ),
+        Some(_) => wasmtime::bail!("the component's export `{name}` is not a function"),
+        None => wasmtime::bail!("the component exports no function `{name}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_encoder::{CodeSection, ExportKind, ExportSection, Function, FunctionSection};
+
+    /// A module whose exports are functions that do nothing; each takes as
+    /// many i32 parameters as given.
+    fn module(engine: &Engine, exports: &[(&str, usize)]) -> Module {
+        let mut types = wasm_encoder::TypeSection::new();
+        let mut functions = FunctionSection::new();
+        let mut code = CodeSection::new();
+        let mut names = ExportSection::new();
+        for (index, &(name, params)) in (0u32..).zip(exports) {
+            types
+                .ty()
+                .function(vec![wasm_encoder::ValType::I32; params], []);
+            functions.function(index);
+            let mut body = Function::new([]);
+            body.instructions().end();
+            code.function(&body);
+            names.export(name, ExportKind::Func, index);
+        }
+        let mut bytes = wasm_encoder::Module::new();
+        bytes
+            .section(&types)
+            .section(&functions)
+            .section(&names)
+            .section(&code);
+        Module::new(engine, bytes.finish()).expect("a valid module")
+    }
+
+    #[test]
+    fn modules_are_entered_as_wasmtime_run_enters_them() {
+        let engine = Engine::default();
+        let calls = |exports: &[(&str, usize)], export: Option<&str>| {
+            module_calls(&module(&engine, exports), export).map_err(|e| e.to_string())
+        };
+        let ok = |names: &[&str]| Ok(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(calls(&[("_start", 0)], None), ok(&["_start"]));
+        assert_eq!(
+            calls(&[("_initialize", 0), ("", 0)], None),
+            ok(&["_initialize", ""])
+        );
+        // The default export comes before `_start`, as in `wasmtime run`.
+        assert_eq!(calls(&[("_start", 0), ("", 0)], None), ok(&[""]));
+        assert_eq!(
+            calls(&[("_initialize", 0), ("run", 0)], Some("run")),
+            ok(&["_initialize", "run"])
+        );
+        assert_eq!(
+            calls(&[("_start", 0), ("run", 0)], Some("run")),
+            ok(&["run"])
+        );
+        for (exports, export, error) in [
+            (
+                &[("_initialize", 0)][..],
+                None,
+                "exports neither `_start` nor a default export",
+            ),
+            (
+                &[("_start", 0)],
+                Some("nosuch"),
+                "exports no function `nosuch`",
+            ),
+            (&[("add", 2)], Some("add"), "export `add` takes parameters"),
+        ] {
+            let refused = calls(exports, export).expect_err("refused");
+            assert!(refused.contains(error), "{exports:?} {export:?}: {refused}");
+        }
     }
 }

@@ -12,12 +12,13 @@ use std::io::Write;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::component;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 
 use crate::capabilities::{CapabilityError, Grants};
-use crate::engine::{ComponentState, ModuleState, Program};
+use crate::engine::{ComponentState, Limited, ModuleState, Program};
 use crate::http::OutgoingHttp;
 use crate::limits::MemoryLimit;
 use crate::sockets::Denials;
@@ -282,30 +283,52 @@ async fn run(
     kill: watch::Receiver<i32>,
 ) -> (wasmtime::Result<u32>, Option<u64>) {
     match program {
-        Program::Module(pre) => {
-            let mut store = Store::new(engine, ModuleState::new(builder.build_p1(), limit));
-            store.limiter(|s| &mut s.limit);
-            arm(&mut store, kill, |s| s != 0);
+        Program::Module { pre, calls } => {
+            let state = ModuleState::new(builder.build_p1(), limit);
+            let mut store = guest_store(engine, state, kill, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await?;
+                for name in &calls {
+                    let func = instance.get_func(&mut store, name).ok_or_else(|| {
+                        wasmtime::format_err!("the module has no function `{name}`")
+                    })?;
+                    // Results, if the export has any, are not shown (nor
+                    // does `wasmtime run` show a default export's).
+                    let mut results = vec![Val::I32(0); func.ty(&store).results().len()];
+                    func.call_async(&mut store, &[], &mut results).await?;
+                }
                 Ok(0)
             }
             .await;
             (result, store.data().limit.denied())
         }
         Program::Component(pre) => {
-            let mut store = Store::new(
-                engine,
-                ComponentState::new(builder.build(), outgoing, limit),
-            );
-            store.limiter(|s| &mut s.limit);
-            arm(&mut store, kill, |s| s != 0);
+            let state = ComponentState::new(builder.build(), outgoing, limit);
+            let mut store = guest_store(engine, state, kill, |s| s != 0);
             let result = async {
                 let command = pre.instantiate_async(&mut store).await?;
                 let result = command.wasi_cli_run().call_run(&mut store).await?;
                 Ok(if result.is_ok() { 0 } else { 1 })
+            }
+            .await;
+            (result, store.data().limit.denied())
+        }
+        Program::ComponentFunc { pre, name } => {
+            let state = ComponentState::new(builder.build(), outgoing, limit);
+            let mut store = guest_store(engine, state, kill, |s| s != 0);
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let func = instance.get_func(&mut store, &name).ok_or_else(|| {
+                    wasmtime::format_err!("the component has no function `{name}`")
+                })?;
+                let mut results =
+                    vec![component::Val::Bool(false); func.ty(&store).results().len()];
+                func.call_async(&mut store, &[], &mut results).await?;
+                // As for wasi:cli/run: a `result` that is an error fails.
+                Ok(match results.first() {
+                    Some(component::Val::Result(Err(_))) => 1,
+                    _ => 0,
+                })
             }
             .await;
             (result, store.data().limit.denied())
@@ -320,13 +343,17 @@ async fn run(
     }
 }
 
-/// Makes the store trap at the next epoch tick once it is killed by a
-/// signal for which `stops` is true.
-pub(crate) fn arm<T: 'static>(
-    store: &mut Store<T>,
+/// A store for one run of a guest (or one HTTP request): its memory limit
+/// checked on every grow, and trapped at the next epoch tick once it is
+/// killed by a signal for which `stops` is true.
+pub(crate) fn guest_store<T: Limited + 'static>(
+    engine: &Engine,
+    state: T,
     kill: watch::Receiver<i32>,
     stops: impl Fn(i32) -> bool + Send + Sync + 'static,
-) {
+) -> Store<T> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s.limit());
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if stops(*kill.borrow()) {
@@ -335,6 +362,7 @@ pub(crate) fn arm<T: 'static>(
             Ok(UpdateDeadline::Continue(1))
         }
     });
+    store
 }
 
 /// Whether delivering `signal` to a native process would end it. Signals

@@ -192,14 +192,14 @@ impl Requests {
         let outgoing = OutgoingHttp::new(self.http.clone(), Denials::new(clone(&self.stderr)));
         // All requests in flight count against the container's one limit.
         let limit = MemoryLimit::new(self.grants.memory_limit, self.usage.clone());
-        let mut store = Store::new(
-            engine,
-            ComponentState::new(builder.build(), outgoing, limit),
-        );
-        store.limiter(|s| &mut s.limit);
+        let state = ComponentState::new(builder.build(), outgoing, limit);
         // SIGTERM lets a request finish; only SIGKILL interrupts it.
-        crate::guest::arm(&mut store, self.kill.clone(), |s| s == libc::SIGKILL);
-        Ok(store)
+        Ok(crate::guest::guest_store(
+            engine,
+            state,
+            self.kill.clone(),
+            |s| s == libc::SIGKILL,
+        ))
     }
 
     fn report(&self, message: &str) {

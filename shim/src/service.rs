@@ -113,16 +113,17 @@ fn load_program(
     grants: &Grants,
 ) -> Result<Program, TaskError> {
     let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
+    let export = spec.export.as_deref();
     let memo = memo.map(|m| m as &dyn DigestMemo);
     let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint, memo) {
         Ok(found) => {
             let (program, how, digest) =
-                match engine.prepare_cached(&found.digest, &found.origin)? {
+                match engine.prepare_cached(&found.digest, &found.origin, export)? {
                     Some(program) => (program, Origin::Cached, found.digest),
                     None => {
                         // Compile the bytes read now, under their own digest.
                         let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
-                        let (program, how) = engine.prepare(&source)?;
+                        let (program, how) = engine.prepare(&source, export)?;
                         (program, how, source.digest)
                     }
                 };
@@ -146,11 +147,11 @@ fn load_program(
     } = found;
     let digest = &layer.descriptor.digest;
     let origin = format!("image:{image}@{digest} ({})", layer.layout);
-    let (program, how) = match engine.prepare_cached(digest, &origin)? {
+    let (program, how) = match engine.prepare_cached(digest, &origin, export)? {
         Some(program) => (program, Origin::Cached),
         None => {
             let source = runtime.block_on(store.read_layer(&image, &layer))?;
-            engine.prepare(&source)?
+            engine.prepare(&source, export)?
         }
     };
     log_created(id, &origin, digest, how, grants);

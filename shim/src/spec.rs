@@ -56,8 +56,12 @@ pub struct DirMount {
 pub struct ContainerSpec {
     /// Sandbox holder or guest.
     pub role: ContainerRole,
-    /// `process.args`; `args[0]` names the Wasm file in the rootfs.
+    /// `process.args`; `args[0]` names the Wasm file in the rootfs (with
+    /// any `#export` suffix taken off into `export`).
     pub args: Vec<String>,
+    /// The function to run instead of the program's own entry point, named
+    /// after a `#` in `process.args[0]` (`/app.wasm#name`, as runwasi reads it).
+    pub export: Option<String>,
     /// `process.env`, split into pairs, in order.
     pub env: Vec<(String, String)>,
     /// `process.cwd`.
@@ -103,6 +107,14 @@ const KERNEL_PATHS: &[&str] = &["/dev", "/proc", "/sys"];
 
 fn is_kernel_path(destination: &Path) -> bool {
     KERNEL_PATHS.iter().any(|p| destination.starts_with(p))
+}
+
+/// `/app.wasm#name` -> (`/app.wasm`, `name`): an entrypoint that names the
+/// export to run after its last `#`. A `#` followed by nothing, or by a `/`
+/// (part of a directory name), names none.
+fn split_export(program: &str) -> Option<(&str, &str)> {
+    let (path, export) = program.rsplit_once('#')?;
+    (!export.is_empty() && !export.contains('/')).then_some((path, export))
 }
 
 impl ContainerSpec {
@@ -189,9 +201,17 @@ impl ContainerSpec {
                 Some(path) => Network::Join(path.clone()),
                 None => Network::New,
             });
+        let mut args = process.args().clone().unwrap_or_default();
+        let export = args.first_mut().and_then(|program| {
+            let (path, export) = split_export(program)?;
+            let export = export.to_owned();
+            program.truncate(path.len());
+            Some(export)
+        });
         Ok(Self {
             role,
-            args: process.args().clone().unwrap_or_default(),
+            args,
+            export,
             env,
             cwd: process.cwd().to_string_lossy().into_owned(),
             rootfs,
@@ -242,6 +262,7 @@ mod tests {
         let s = ContainerSpec::from_spec(Path::new("/b"), &spec(base())).expect("spec");
         assert_eq!(s.role, ContainerRole::Guest);
         assert_eq!(s.args, ["/hello.wasm", "a b"]);
+        assert_eq!(s.export, None);
         assert_eq!(
             s.env,
             [
@@ -255,6 +276,22 @@ mod tests {
         assert!(s.mounts.is_empty(), "system mounts are not for guests");
         assert_eq!(s.limits.memory, None);
         assert_eq!(s.network, Network::Host);
+    }
+
+    #[test]
+    fn an_export_after_hash_is_taken_off_the_program_path() {
+        let mut json = base();
+        for (arg0, path, export) in [
+            ("/app.wasm#run", "/app.wasm", Some("run")),
+            ("/app.wasm#a#b", "/app.wasm#a", Some("b")),
+            ("/app.wasm#", "/app.wasm#", None),
+            ("/dir#1/app.wasm", "/dir#1/app.wasm", None),
+        ] {
+            json["process"]["args"] = serde_json::json!([arg0, "x"]);
+            let s = ContainerSpec::from_spec(Path::new("/b"), &spec(json.clone())).expect("spec");
+            assert_eq!(s.args, [path, "x"], "{arg0}");
+            assert_eq!(s.export.as_deref(), export, "{arg0}");
+        }
     }
 
     #[test]

@@ -46,6 +46,19 @@ for src in "$here"/c/*.c; do
     fi
 done
 
+# A WASI reactor (no _start), as a module and as a component of the
+# fixtures' `library` world: run by its default export or by an export
+# that the entrypoint names after `#`.
+if stale "$root/library.wasm" "$here/reactor/library.c"; then
+    clang --target=wasm32-wasi -O2 -g0 -Wall -Werror -mexec-model=reactor \
+        -o "$root/library.wasm" "$here/reactor/library.c"
+    built "$root/library.wasm"
+fi
+if stale "$root/library.component.wasm" "$root/library.wasm" "$fixtures"; then
+    "$fixtures" library "$root/library.wasm" "$root/library.component.wasm"
+    built "$root/library.component.wasm"
+fi
+
 # A component of about 5 MB for the pull and start benchmarks; -O0 keeps
 # the code large and the build quick. Not in any test image.
 if stale "$out/big.component.wasm" "$here/big.py" "$fixtures"; then

@@ -380,6 +380,72 @@ fn bad_entrypoints_are_refused_clearly() {
 
 #[test]
 #[ignore = "needs a private containerd: run `make test`"]
+fn reactors_run_their_default_export_or_the_one_named_after_hash() {
+    // As `wasmtime run` runs them: `_initialize` (which runs the C
+    // constructors, hence 42) and then the default export, or the export
+    // that the entrypoint names after `#` (a component's without
+    // `_initialize`, which the component runs when it is instantiated).
+    for (program, expected_status, expected_stdout) in [
+        (
+            "/library.wasm",
+            0,
+            "default export ran after _initialize (42)\n",
+        ),
+        (
+            "/library.wasm#greet",
+            0,
+            "greet ran after _initialize (42)\n",
+        ),
+        (
+            "/library.component.wasm#greet",
+            0,
+            "greet ran after _initialize (42)\n",
+        ),
+        // A `result` export that returns its error fails, as wasi:cli/run.
+        ("/library.component.wasm#fail", 1, ""),
+        // The name after `#` is not part of the program's argv[0].
+        (
+            "/hello.wasm#_start",
+            0,
+            "hello from wasm\nargv[0]=/hello.wasm\nGREETING=hi\n",
+        ),
+    ] {
+        let out = run(program, &[]);
+        assert_eq!(
+            (status(&out), text(&out.stdout).as_str()),
+            (expected_status, expected_stdout),
+            "{program}: {}",
+            text(&out.stderr)
+        );
+    }
+    for (program, expected) in [
+        (
+            "/library.wasm#add",
+            "the module's export `add` takes parameters",
+        ),
+        (
+            "/library.wasm#nosuch",
+            "the module exports no function `nosuch`",
+        ),
+        (
+            "/library.component.wasm#add",
+            "the component's export `add` takes parameters",
+        ),
+        (
+            "/library.component.wasm",
+            "cannot run here: wasmpod runs WASI preview 2 command components",
+        ),
+    ] {
+        let out = run(program, &[]);
+        let stderr = text(&out.stderr);
+        assert_ne!(status(&out), 0, "{program} ran");
+        assert!(stderr.contains(expected), "{program}: {stderr}");
+    }
+    assert_node_is_clean();
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
 fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
     let hello = |what: &str| {
         let out = run("/hello.component.wasm", &[]);
