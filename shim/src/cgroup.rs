@@ -110,27 +110,15 @@ impl Hierarchy {
         threads: bool,
         limits: &Limits,
     ) -> Result<Option<Cgroup>, CgroupError> {
-        let relative = relative(path)?;
-        let dirs: Vec<Dir> = match (self, threads) {
-            (Self::V2(_), true) => return Ok(None),
-            (Self::V2(root), false) => vec![Dir::unified(root.join(&relative))],
-            (Self::V1(root), _) => {
-                let controllers = if threads {
-                    THREAD_CONTROLLERS
-                } else {
-                    PROCESS_CONTROLLERS
-                };
-                let mut dirs = Vec::new();
-                for c in controllers {
-                    if let Some(dir) = Dir::v1(root, c, &relative)
-                        && !dirs.contains(&dir)
-                    {
-                        dirs.push(dir);
-                    }
-                }
-                dirs
-            }
+        if threads && matches!(self, Self::V2(_)) {
+            return Ok(None);
+        }
+        let controllers = if threads {
+            THREAD_CONTROLLERS
+        } else {
+            PROCESS_CONTROLLERS
         };
+        let dirs = self.dirs(&relative(path)?, controllers);
         for dir in &dirs {
             fs::create_dir_all(&dir.path).map_err(io(&dir.path))?;
         }
@@ -140,6 +128,37 @@ impl Hierarchy {
         };
         cgroup.apply(limits, !threads)?;
         Ok(Some(cgroup))
+    }
+
+    /// `relative`'s directory in each of `controllers` (v1), or in the
+    /// unified tree (v2).
+    fn dirs(&self, relative: &Path, controllers: &[&str]) -> Vec<Dir> {
+        match self {
+            Self::V2(root) => vec![Dir::unified(root.join(relative))],
+            Self::V1(root) => {
+                let mut dirs = Vec::new();
+                for c in controllers {
+                    if let Some(dir) = Dir::v1(root, c, relative)
+                        && !dirs.contains(&dir)
+                    {
+                        dirs.push(dir);
+                    }
+                }
+                dirs
+            }
+        }
+    }
+
+    /// Removes what a shim that died left of cgroup `path`, in every
+    /// controller a pod's process or a guest's thread may have joined. A
+    /// directory still in use (its tasks were not the shim's) stays, and so
+    /// does any after it: the error names it.
+    pub fn remove_left(&self, path: &str) -> Result<(), CgroupError> {
+        Cgroup {
+            v2: matches!(self, Self::V2(_)),
+            dirs: self.dirs(&relative(path)?, PROCESS_CONTROLLERS),
+        }
+        .remove()
     }
 
     /// Creates (or opens) cgroup `path` in the v1 `memory` hierarchy alone,
@@ -671,6 +690,28 @@ mod tests {
             relative("/kubepods/burstable/pod1/abc").expect("ok"),
             Path::new("kubepods/burstable/pod1/abc")
         );
+    }
+
+    #[test]
+    fn a_dead_shims_cgroups_are_removed_in_every_controller() {
+        let root = v1_tree();
+        let h = Hierarchy::V1(root.path().to_owned());
+        let path = "/kubepods/pod1/c1";
+        h.create(path, false, &Limits::default())
+            .expect("create")
+            .expect("a cgroup");
+        let dirs = ["cpu", "cpuacct", "memory", "pids"]
+            .map(|c| root.path().join(c).join("kubepods/pod1/c1"));
+        assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+        h.remove_left(path).expect("removed");
+        assert!(!dirs.iter().any(|d| d.exists()), "{dirs:?}");
+        assert!(
+            root.path().join("cpu/kubepods/pod1").is_dir(),
+            "the pod's stays"
+        );
+        // Gone already is fine; a path outside the hierarchy is refused.
+        h.remove_left(path).expect("nothing left to remove");
+        assert!(h.remove_left("/../etc").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 use std::path::Path;
 
+use crate::cgroup::Hierarchy;
 use crate::service::EventSink;
 use crate::spec::ContainerSpec;
 
@@ -75,11 +76,18 @@ impl containerd_shim::Shim for WasmpodShim {
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         // Called after a shim died: nothing runs any more, but the rootfs
-        // this shim mounted may still be there.
-        if let Ok(spec) = ContainerSpec::load(Path::new("."))
-            && let Err(e) = crate::sys::unmount_rootfs(&spec.rootfs)
-        {
-            eprintln!("{}", crate::error::chain(&e));
+        // this shim mounted and the container's cgroups may still be there
+        // (a pod's cgroup with one left inside cannot be removed).
+        if let Ok(spec) = ContainerSpec::load(Path::new(".")) {
+            if let Err(e) = crate::sys::unmount_rootfs(&spec.rootfs) {
+                eprintln!("{}", crate::error::chain(&e));
+            }
+            if let Some(path) = spec.cgroups_path.as_deref()
+                && let Some(hierarchy) = Hierarchy::detect(Path::new(crate::cgroup::ROOT))
+                && let Err(e) = hierarchy.remove_left(path)
+            {
+                eprintln!("{}", crate::error::chain(&e));
+            }
         }
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,

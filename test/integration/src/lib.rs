@@ -55,6 +55,23 @@ pub fn ok(out: &Output, what: &str) -> String {
     text(&out.stdout)
 }
 
+/// The pids of the running wasmpod shims whose command line (its arguments
+/// in order) `matches`: containerd starts each with its `-address` and the
+/// `-id` of the pod's first container.
+pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline.split(|&b| b == 0).map(text).collect();
+            args.first()
+                .is_some_and(|a| a.ends_with("containerd-shim-wasmpod-v1"))
+                && matches(&args)
+        })
+        .collect()
+}
+
 /// Creates container `id` of `image` with the OCI runtime `spec` (JSON) and
 /// our runtime, through containerd's Containers API, as the CRI plugin
 /// does. `ctr run` cannot stand in: it refuses the Wasm artifact's config

@@ -531,13 +531,5 @@ fn assert_node_is_clean() {
 }
 
 fn our_shims(address: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = text(&cmdline).replace('\0', " ");
-            cmdline.contains("containerd-shim-wasmpod-v1") && cmdline.contains(address)
-        })
-        .collect()
+    wasmpod_integration::shims(|args| args.iter().any(|a| a == address))
 }

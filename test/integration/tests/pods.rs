@@ -430,6 +430,72 @@ fn a_failed_container_is_restarted_in_its_sandbox_by_policy() {
     });
 }
 
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_killed_shim_leaves_its_containers_exited_and_nothing_on_the_node() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let netns_before = netns();
+        // A spinning guest with a CPU limit: its thread has cgroups of its
+        // own, which only the shim removes.
+        let mut pod = program_pod("shim-killed", "/loop.component.wasm", &[]);
+        pod.spec.termination_grace_period_seconds = Some(5);
+        pod.spec.containers[0].resources =
+            serde_norway::from_str("limits: {cpu: 500m, memory: 64Mi}").expect("resources");
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let (name, id) = running.containers[0].clone();
+        let shims = shims_of(&running.sandbox_id);
+        assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shims[0] as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the shim");
+
+        // containerd notices, runs the shim's `delete` in each bundle, and
+        // the CRI reports the container exited: 255, containerd's status for
+        // a task whose shim died (as for runc's), or the 137 of `delete`.
+        let status = kubelet
+            .wait_exited(&name, &id, Duration::from_secs(30))
+            .await
+            .expect("the container is reported exited");
+        assert!(matches!(status.exit_code, 137 | 255), "{status:?}");
+        kubelet.remove(&running).await.expect("pod removed");
+
+        assert!(shims_of(&running.sandbox_id).is_empty(), "a shim is left");
+        assert_eq!(
+            netns(),
+            netns_before,
+            "the pod's network namespace was left"
+        );
+        let state = var("WASMPOD_STATE");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let left: Vec<&str> = mounts
+            .lines()
+            .filter(|l| l.contains(&running.sandbox_id) || l.contains(&id))
+            .collect();
+        assert!(left.is_empty(), "mounts left: {left:?}");
+        for task in [&running.sandbox_id, &id] {
+            let bundle = Path::new(&state)
+                .join("io.containerd.runtime.v2.task")
+                .join(CRI_NAMESPACE)
+                .join(task);
+            assert!(!bundle.exists(), "{} was left", bundle.display());
+        }
+        for controller in ["cpu", "cpuacct", "memory", "pids"] {
+            let pod_cgroup = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(running.cgroup_parent.trim_start_matches('/'));
+            assert!(!pod_cgroup.exists(), "{} was left", pod_cgroup.display());
+        }
+    });
+}
+
+/// The pids of the shims serving the pod sandbox `sandbox_id`.
+fn shims_of(sandbox_id: &str) -> Vec<u32> {
+    wasmpod_integration::shims(|args| args.windows(2).any(|w| w[0] == "-id" && w[1] == sandbox_id))
+}
+
 /// The hello pod, named `name`, running `program` of the test image.
 fn program_pod(name: &str, program: &str, args: &[&str]) -> Pod {
     let mut pod = Pod::example("hello.yaml");
