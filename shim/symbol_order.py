@@ -16,7 +16,9 @@ the link's own objects define, writes the list with this build's names
 beside the output, and runs `cc` with that file instead. A listed symbol
 the build still has is taken as it is. Otherwise the function is found by
 its path; a generic function's instances share one, so the instance whose
-size matches the list is taken, or all of them when none does. A link without the option, or
+size matches the list is taken, or all of them when none does; an entry
+without a size (made before sizes were listed) takes a path only when it
+names one function. A link without the option, or
 without this script as its linker, is left as it is (lld then finds none of
 the names, and the shim's hot code stays spread out).
 
@@ -100,7 +102,10 @@ def resolve(listed, funcs):
         else:
             candidates = by_key.get(name, [(size, listed_symbol or name)])
         same_size = [c for c in candidates if c[0] == size]
-        for _, symbol in same_size or candidates:
+        # Without a size to tell a generic function's instances apart, all
+        # of them would crowd the hot code with cold ones: none is taken.
+        chosen = same_size or (candidates if len(candidates) == 1 or size is not None else [])
+        for _, symbol in chosen:
             if symbol not in seen:
                 seen.add(symbol)
                 symbols.append(symbol)

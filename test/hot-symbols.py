@@ -175,16 +175,23 @@ def report(binary):
     share = found / len(listed) if listed else 0.0
     print(f"hot-symbols: {found} of the {len(listed)} listed functions ({share:.0%}) are in "
           f"{binary} ({same} under the symbol they were profiled with)")
-    # Laid out first, the hot functions span about their own size; a link
-    # that did not order them (not through shim/symbol_order.py) spreads them
-    # over the whole text.
-    listed_paths = {path for path, _, _ in listed}
-    hot = [(addr, size) for addr, size, _, path in funcs if path in listed_paths]
+    # What the release link places first (shim/symbol_order.py resolves the
+    # list the same way), and how far into the code 99% of its bytes lie:
+    # about its own size when it was placed first, most of the code when
+    # the link did not order it.
+    placed = set(symbol_order.resolve(listed, funcs))
+    start = min(a for a, *_ in funcs)
+    hot = sorted((addr - start + size, size) for addr, size, symbol, _ in funcs if symbol in placed)
     if hot:
-        span = max(a + s for a, s in hot) - min(a for a, _ in hot)
-        text = max(a + s for a, s, *_ in funcs) - min(a for a, *_ in funcs)
-        print(f"hot-symbols: those functions, {sum(s for _, s in hot) / 2**20:.1f} MiB, span "
-              f"{span / 2**20:.1f} MiB of the shim's {text / 2**20:.1f} MiB of code")
+        total, reach, seen = sum(s for _, s in hot), 0, 0
+        for end, size in hot:
+            seen += size
+            reach = end
+            if seen >= 0.99 * total:
+                break
+        text = max(a + s for a, s, *_ in funcs) - start
+        print(f"hot-symbols: the {len(hot)} functions placed first, {total / 2**20:.1f} MiB: 99% of "
+              f"them within the first {reach / 2**20:.1f} MiB of the shim's {text / 2**20:.1f} MiB of code")
     if share < FRESH:
         print(f"hot-symbols: {ORDER} is stale: the shim's hot code is spread out "
               "(more resident text per shim); `make hot-symbols` redoes it")
