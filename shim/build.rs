@@ -7,6 +7,8 @@
 fn main() {
     let order = "symbol-order.txt";
     println!("cargo::rerun-if-changed={order}");
+    // The release link's mapping of the list to symbols (Makefile: RELEASE).
+    println!("cargo::rerun-if-changed=symbol_order.py");
     if std::env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
         return;
     }
