@@ -16,6 +16,9 @@
 #   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
 #   WASMPOD_K8S         $WASMPOD_CACHE_ROOT/k8s: Kubernetes, etcd, helm, crictl
 #                       built by test/k8s/build.sh, a directory per version
+#   RUSTC_WORKSPACE_WRAPPER  test/clippy-rustc.sh: the workspace's crates built
+#                       with Clippy's lints, warnings fatal; set it empty
+#                       (make LINT=) to build with rustc alone
 
 if [ -z "${WASMPOD_CACHE_ROOT:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -30,7 +33,9 @@ fi
 : "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
 : "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
 : "${WASMPOD_K8S:=$WASMPOD_CACHE_ROOT/k8s}"
-wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S)
+# Unset only: an empty value is the way to turn the lint off.
+: "${RUSTC_WORKSPACE_WRAPPER=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/clippy-rustc.sh}"
+wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S RUSTC_WORKSPACE_WRAPPER)
 export "${wasmpod_paths[@]}"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
