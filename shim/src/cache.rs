@@ -28,7 +28,7 @@ pub const DEFAULT_DIR: &str = "/var/lib/wasmpod/cache";
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// Creating the directory or writing an entry failed.
-    #[error("cannot write compiled code to {}", path.display())]
+    #[error("cannot write compiled code to {}: {source}", path.display())]
     Write {
         /// The file or directory.
         path: PathBuf,

@@ -447,11 +447,6 @@ fn reactors_run_their_default_export_or_the_one_named_after_hash() {
 #[test]
 #[ignore = "needs a private containerd: run `make test`"]
 fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
-    let hello = |what: &str| {
-        let out = run("/hello.component.wasm", &[]);
-        assert_eq!(status(&out), 0, "{what}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).starts_with("hello from wasm\n"), "{what}");
-    };
     hello("first run");
     // The image's layers do not change, so the second run recalls the
     // digest the first one computed.
@@ -474,6 +469,151 @@ fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
     hello("run with a corrupt cache");
     assert!(count_in_log("discarded a corrupt compiled-code cache entry") > corrupt_before);
     hello("run after the repair");
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn a_full_read_only_or_truncated_cache_costs_a_compile_never_a_start() {
+    let cache = env().wasm_cache.clone();
+    std::fs::create_dir_all(&cache).expect("cache directory");
+    let clear = || {
+        for entry in cache_files(&cache) {
+            std::fs::remove_file(entry).expect("remove a cache file");
+        }
+    };
+    let logged = |needle: &str, before: usize, what: &str| {
+        assert!(
+            count_in_log(needle) > before,
+            "{what}: the log does not say {needle:?}"
+        );
+    };
+
+    clear();
+    {
+        let _full = Overlay::tmpfs(&cache, "size=64k,mode=0700");
+        let before = count_in_log("No space left on device");
+        hello("with the cache full");
+        logged("No space left on device", before, "a full cache");
+        assert_eq!(
+            cache_files(&cache),
+            Vec::<PathBuf>::new(),
+            "a failed write left files"
+        );
+    }
+    clear();
+    {
+        let _read_only = Overlay::read_only(&cache);
+        let before = count_in_log("Read-only file system");
+        hello("with the cache read-only");
+        logged("Read-only file system", before, "a read-only cache");
+    }
+    hello("with the cache writable again");
+    let cached = cache_files(&cache);
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.extension().is_some_and(|x| x == "cwasm")),
+        "the next good start cached nothing: {cached:?}"
+    );
+
+    // A guest running from a cache entry (the second start of its
+    // program loads what the first compiled) while every entry is cut
+    // in half under it.
+    let (id, child) = spawn_running("/loop.component.wasm");
+    kill(&id, "SIGKILL");
+    child.wait_with_output().expect("ctr exits");
+    let (id, child) = spawn_running("/loop.component.wasm");
+    for entry in cache_files(&cache) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&entry)
+            .expect("open a cache entry");
+        let len = file.metadata().expect("stat").len();
+        file.set_len(len / 2).expect("truncate a cache entry");
+    }
+    let before = count_in_log("discarded a corrupt compiled-code cache entry");
+    hello("with every entry truncated");
+    logged(
+        "discarded a corrupt compiled-code cache entry",
+        before,
+        "a truncated cache",
+    );
+    let before = count_in_log("discarded a corrupt compiled-code cache entry");
+    hello("after the repair");
+    assert_eq!(
+        count_in_log("discarded a corrupt compiled-code cache entry"),
+        before,
+        "the entry was not repaired"
+    );
+    // What the cut costs: the running guest's shim dies of SIGBUS when it
+    // next reads the missing part (here the trap the kill raises looks up
+    // its metadata). The cache never cuts an entry (it replaces by rename,
+    // in a root-only directory), so only a node's root does this; the
+    // shim's death is the kind a node survives (a_killed_shim_... in pods.rs).
+    kill(&id, "SIGKILL");
+    let out = child.wait_with_output().expect("ctr exits");
+    assert_ne!(status(&out), 0, "the guest running from a truncated entry");
+    assert_eq!(
+        count_in_log(&format!("cleaning up after shim disconnected\" id={id} ")),
+        1,
+        "containerd did not clean up after the shim"
+    );
+    assert_node_is_clean();
+}
+
+fn hello(what: &str) {
+    let out = run("/hello.component.wasm", &[]);
+    assert_eq!(status(&out), 0, "{what}: {}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("hello from wasm\n"), "{what}");
+}
+
+/// The compiled-code cache's files (its entries, and any temp file a write
+/// left), sorted; not the `digests` directory beside them.
+fn cache_files(cache: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cache)
+        .expect("the cache directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// A mount over a directory for part of a test, unmounted on drop.
+struct Overlay(PathBuf);
+
+impl Overlay {
+    fn tmpfs(dir: &Path, options: &str) -> Self {
+        mount(&["-t", "tmpfs", "-o", options, "wasmpod-test"], dir);
+        Self(dir.to_owned())
+    }
+
+    fn read_only(dir: &Path) -> Self {
+        let dir_arg = dir.to_str().expect("utf-8 path");
+        mount(&["--bind", dir_arg], dir);
+        let overlay = Self(dir.to_owned());
+        mount(&["-o", "remount,bind,ro"], dir);
+        overlay
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount(args: &[&str], dir: &Path) {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("mount runs");
+    assert!(
+        out.status.success(),
+        "mount {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 fn count_in_log(needle: &str) -> usize {
