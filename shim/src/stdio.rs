@@ -65,6 +65,12 @@ fn open_output(name: &'static str, uri: &str) -> Result<Option<File>, StdioError
     options.write(true);
     if is_file {
         options.create(true).append(true).mode(0o640);
+    } else {
+        // A fifo opened for reading too always has a reader: while
+        // containerd restarts, the guest's writes fill the pipe and then
+        // wait for it (as under runc's shim), instead of failing with EPIPE
+        // and failing the guest (a wasi:http handler that prints answers 500).
+        options.read(true);
     }
     options
         .open(&path)

@@ -491,6 +491,182 @@ fn a_killed_shim_leaves_its_containers_exited_and_nothing_on_the_node() {
     });
 }
 
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_containerd_restart_leaves_ten_pods_running_answering_and_logging() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let netns_before = netns();
+        let mut pods = Vec::new();
+        for n in 0..4 {
+            let mut pod = Pod::example("http.yaml");
+            pod.metadata.name = format!("restart-http-{n}");
+            // Four pods cannot share one hostPort.
+            for port in &mut pod.spec.containers[0].ports {
+                port.host_port = None;
+            }
+            let running = kubelet.run(&pod).await.expect("HTTP pod runs");
+            pods.push((pod, running));
+        }
+        for n in 0..6 {
+            let pod = program_pod(&format!("restart-sleep-{n}"), "/sleep.component.wasm", &[]);
+            let running = kubelet.run(&pod).await.expect("sleeping pod runs");
+            pods.push((pod, running));
+        }
+        let http_pods = &pods[..4];
+        for (pod, running) in http_pods {
+            kubelet
+                .wait_ready(pod, running, "web", Duration::from_secs(60))
+                .await
+                .expect("the HTTP pod turns ready");
+        }
+
+        // Requests on a keep-alive connection to each HTTP pod, from before
+        // the restart until after it, and a slow one in flight across it.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = http_pods
+            .iter()
+            .map(|(_, running)| {
+                let addr = SocketAddr::new(running.ip.parse().expect("pod IP"), 8080);
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut conn = http::Connection::open(addr, Duration::from_secs(10))?;
+                    let (mut answered, started) = (0u32, Instant::now());
+                    while !done.load(std::sync::atomic::Ordering::Relaxed)
+                        && answered < 20_000
+                        && started.elapsed() < Duration::from_secs(120)
+                    {
+                        let r = conn.get(&format!("/load/{answered}"), false)?;
+                        if r.status != 200 {
+                            return Err(std::io::Error::other(format!("{}: {}", r.status, r.body)));
+                        }
+                        answered += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(answered)
+                })
+            })
+            .collect();
+        let slow_ip = http_pods[0].1.ip.clone();
+        let slow = std::thread::spawn(move || http_get(&slow_ip, 8080, "/slow/3000"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        restart_containerd();
+        let mut kubelet = crate::kubelet().await;
+        // The CRI answers "not initialized yet" while it reloads its
+        // containers; a kubelet retries.
+        let first = &pods[0].1.containers[0].1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = kubelet.status(first).await {
+            assert!(Instant::now() < deadline, "the CRI did not come back: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        for (_, running) in &pods {
+            let (name, id) = &running.containers[0];
+            let status = kubelet
+                .status(id)
+                .await
+                .expect("the CRI knows the container");
+            assert_eq!(
+                status.state,
+                ContainerState::ContainerRunning as i32,
+                "{name} of {} after the restart: {status:?}",
+                running.sandbox_id
+            );
+        }
+        assert_eq!(
+            slow.join().expect("thread").expect("the slow request"),
+            (200, "hello from wasi:http /slow/3000\n".to_owned())
+        );
+        for (n, (_, running)) in http_pods.iter().enumerate() {
+            let path = format!("/after-restart/{n}");
+            let (code, _) = http_get(&running.ip, 8080, &path).expect("GET after the restart");
+            assert_eq!(code, 200);
+            // containerd reads the container's output again, into the same log.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let logs = kubelet.logs(running, "web").expect("logs");
+                if logs.contains(&format!("handling GET {path}")) {
+                    assert!(
+                        logs.contains("handling GET /load/0"),
+                        "the log lost its start"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "pod {n}'s log stopped at the restart:\n{logs}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (n, load) in load.into_iter().enumerate() {
+            let answered = load
+                .join()
+                .expect("thread")
+                .expect("every request answered");
+            assert!(answered > 0, "pod {n} answered nothing");
+            // And the log has every request's line, those printed while
+            // containerd was away included.
+            let running = &http_pods[n].1;
+            let last = format!("handling GET /load/{}\n", answered - 1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let logs = loop {
+                let logs = kubelet.logs(running, "web").expect("logs");
+                if logs.contains(&last) || Instant::now() >= deadline {
+                    break logs;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let lost: Vec<u32> = (0..answered)
+                .filter(|k| !logs.contains(&format!("handling GET /load/{k}\n")))
+                .collect();
+            assert!(lost.is_empty(), "pod {n}'s log lost requests {lost:?}");
+        }
+
+        for (_, running) in &pods {
+            kubelet
+                .remove(running)
+                .await
+                .expect("pod removed after the restart");
+            assert!(shims_of(&running.sandbox_id).is_empty(), "a shim is left");
+        }
+        assert_eq!(netns(), netns_before, "a network namespace was left");
+    });
+}
+
+/// Stops this suite's containerd with SIGTERM and starts it again on the
+/// same root, state and config, as a node's service manager restarts it.
+fn restart_containerd() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let log = PathBuf::from(var("WASMPOD_CONTAINERD_LOG"));
+    let pid_file = log.with_file_name("containerd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("containerd.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let pid = Pid::from_raw(pid);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM containerd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kill(pid, None).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../containerd.sh");
+    let out = std::process::Command::new(script)
+        .args(["start", &var("WASMPOD_SUITE")])
+        .output()
+        .expect("containerd.sh runs");
+    ok(&out, "containerd.sh start");
+}
+
 /// The pids of the shims serving the pod sandbox `sandbox_id`.
 fn shims_of(sandbox_id: &str) -> Vec<u32> {
     wasmpod_integration::shims(|args| args.windows(2).any(|w| w[0] == "-id" && w[1] == sandbox_id))
