@@ -72,6 +72,40 @@ pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
         .collect()
 }
 
+/// Sends `signal` to this suite's containerd (test/containerd.sh started it)
+/// and waits, at most 20 s, until it is gone: SIGTERM as a service manager
+/// stops it, SIGKILL as a crash does.
+pub fn stop_containerd(signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::kill;
+    let log = std::path::PathBuf::from(var("WASMPOD_CONTAINERD_LOG"));
+    let pid: i32 = std::fs::read_to_string(log.with_file_name("containerd.pid"))
+        .expect("containerd.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let pid = nix::unistd::Pid::from_raw(pid);
+    kill(pid, signal).expect("signal containerd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while kill(pid, None).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containerd did not stop on {signal}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Starts this suite's containerd again on the same root, state and
+/// config, and returns once it answers.
+pub fn start_containerd() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../containerd.sh");
+    let out = std::process::Command::new(script)
+        .args(["start", &var("WASMPOD_SUITE")])
+        .output()
+        .expect("containerd.sh runs");
+    ok(&out, "containerd.sh start");
+}
+
 /// Creates container `id` of `image` with the OCI runtime `spec` (JSON) and
 /// our runtime, through containerd's Containers API, as the CRI plugin
 /// does. `ctr run` cannot stand in: it refuses the Wasm artifact's config

@@ -561,6 +561,70 @@ fn a_full_read_only_or_truncated_cache_costs_a_compile_never_a_start() {
     assert_node_is_clean();
 }
 
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn after_a_node_crash_the_next_containerd_cleans_up_and_runs() {
+    // A crash: containerd and the shims SIGKILLed under running guests,
+    // their bundles, rootfs mounts and cgroups left as they were.
+    let crashed: Vec<String> = (0..2).map(|_| unique("crashed")).collect();
+    for id in &crashed {
+        let out = ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            id,
+            "/sleep.component.wasm",
+        ]);
+        assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    }
+    let shims = our_shims(&env().address);
+    assert_eq!(shims.len(), 2, "one shim a container: {shims:?}");
+    wasmpod_integration::stop_containerd(nix::sys::signal::Signal::SIGKILL);
+    for pid in shims {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill a shim");
+    }
+
+    // The next containerd finds the bundles with no shim behind them and
+    // runs each one's `delete`, which unmounts and removes what it left.
+    wasmpod_integration::start_containerd();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+        if !crashed.iter().any(|id| tasks.contains(id.as_str())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks still listed:\n{tasks}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in &crashed {
+        let out = ctr(&["containers", "rm", id]);
+        assert!(
+            out.status.success(),
+            "containers rm {id}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_node_is_clean();
+    hello("after the crash");
+    // The container's cgroups went with the delete (cgroupsPath
+    // /wasmpod-test/ID under every controller ctr sets).
+    for id in &crashed {
+        for controller in ["cpu", "memory", "pids"] {
+            let cgroup = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(NAMESPACE)
+                .join(id);
+            assert!(!cgroup.exists(), "{} was left", cgroup.display());
+        }
+    }
+}
+
 fn hello(what: &str) {
     let out = run("/hello.component.wasm", &[]);
     assert_eq!(status(&out), 0, "{what}: {}", text(&out.stderr));

@@ -551,7 +551,8 @@ fn a_containerd_restart_leaves_ten_pods_running_answering_and_logging() {
         let slow = std::thread::spawn(move || http_get(&slow_ip, 8080, "/slow/3000"));
         tokio::time::sleep(Duration::from_millis(500)).await;
 
-        restart_containerd();
+        wasmpod_integration::stop_containerd(nix::sys::signal::Signal::SIGTERM);
+        wasmpod_integration::start_containerd();
         let mut kubelet = crate::kubelet().await;
         // The CRI answers "not initialized yet" while it reloads its
         // containers; a kubelet retries.
@@ -635,36 +636,6 @@ fn a_containerd_restart_leaves_ten_pods_running_answering_and_logging() {
         }
         assert_eq!(netns(), netns_before, "a network namespace was left");
     });
-}
-
-/// Stops this suite's containerd with SIGTERM and starts it again on the
-/// same root, state and config, as a node's service manager restarts it.
-fn restart_containerd() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let log = PathBuf::from(var("WASMPOD_CONTAINERD_LOG"));
-    let pid_file = log.with_file_name("containerd.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("containerd.pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    let pid = Pid::from_raw(pid);
-    kill(pid, Signal::SIGTERM).expect("SIGTERM containerd");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while kill(pid, None).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../containerd.sh");
-    let out = std::process::Command::new(script)
-        .args(["start", &var("WASMPOD_SUITE")])
-        .output()
-        .expect("containerd.sh runs");
-    ok(&out, "containerd.sh start");
 }
 
 /// The pids of the shims serving the pod sandbox `sandbox_id`.
