@@ -874,6 +874,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_task_killed_before_start_exits_and_refuses_to_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        sandbox_bundle(tmp.path());
+        let (svc, events) = service(tmp.path());
+        svc.create_task(create_request("pod-1", tmp.path()))
+            .await
+            .expect("create");
+        svc.kill_task(KillRequest {
+            id: "pod-1".into(),
+            signal: 9,
+            ..Default::default()
+        })
+        .await
+        .expect("kill a created task");
+        assert_eq!(wait(&svc, "pod-1").await.status, 137);
+        let refused = svc.start_task("pod-1").await.expect_err("start after kill");
+        assert_eq!(refused.to_string(), "container pod-1 is already stopped");
+        assert_eq!(
+            *events.0.lock().expect("lock"),
+            [
+                ("/tasks/create".to_owned(), None),
+                ("/tasks/exit".to_owned(), Some(137)),
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn bad_bundles_and_terminals_are_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (svc, events) = service(tmp.path());

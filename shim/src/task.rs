@@ -116,10 +116,15 @@ impl Task {
         let (program, stdio) = match std::mem::replace(&mut self.state, State::Stopped) {
             State::Created { program, stdio } => (program, stdio),
             other => {
+                // A task killed before it started is stopped, not started.
+                let state = match other {
+                    State::Stopped => "already stopped",
+                    _ => "already started",
+                };
                 self.state = other;
                 return Err(crate::error::TaskError::State {
                     id: self.id.clone(),
-                    state: "already started",
+                    state,
                 });
             }
         };

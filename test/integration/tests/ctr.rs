@@ -625,6 +625,168 @@ fn after_a_node_crash_the_next_containerd_cleans_up_and_runs() {
     }
 }
 
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn a_thousand_tasks_eight_at_a_time_end_as_they_should_and_leave_nothing() {
+    // A thousand on the newest containerd; two hundred on the older two,
+    // which the other tests cover already, keep `make test` short.
+    let tasks: usize = if var("WASMPOD_SUITE") == "forky" {
+        1000
+    } else {
+        200
+    };
+    const PARALLEL: usize = 8;
+    let fifos_before = fifo_dirs();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL {
+            s.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= tasks {
+                        break;
+                    }
+                    if let Err(e) = churn_one(n) {
+                        failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("task {n}: {e}"));
+                    }
+                }
+            });
+        }
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "{tasks} tasks, {PARALLEL} at a time: {:.1} s, {:.1} tasks/s",
+        took.as_secs_f64(),
+        tasks as f64 / took.as_secs_f64()
+    );
+    let failures = failures.into_inner().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "{} of {tasks} went wrong, first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+    assert_node_is_clean();
+    assert_eq!(
+        fifo_dirs(),
+        fifos_before,
+        "ctr's fifo directories were left"
+    );
+    for controller in ["cpu", "memory", "pids"] {
+        let parent = Path::new("/sys/fs/cgroup").join(controller).join(NAMESPACE);
+        let left: Vec<String> = std::fs::read_dir(&parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("churn-"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "cgroups left under {}: {left:?}",
+            parent.display()
+        );
+    }
+}
+
+/// One task of the churn, chosen by `n`: an exit 0, an exit status, a trap,
+/// a SIGKILL of a guest blocked in the host, a SIGTERM of a spinning one.
+/// Each is bounded: a `ctr` that has not ended after a minute is a hang.
+fn churn_one(n: usize) -> Result<(), String> {
+    let id = format!("churn-{}-{n}", std::process::id());
+    let (program, args, signal, expected) = match n % 5 {
+        0 => ("/hello.wasm", &[][..], None, 0),
+        1 => ("/exit_code.wasm", &["7"][..], None, 7),
+        2 => ("/trap.wasm", &[][..], None, 134),
+        3 => ("/sleep.wasm", &[][..], Some("SIGKILL"), 137),
+        _ => ("/loop.wasm", &[][..], Some("SIGTERM"), 143),
+    };
+    let env = env();
+    let mut child = Command::new(&env.ctr)
+        .args([
+            "-a",
+            &env.address,
+            "-n",
+            NAMESPACE,
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+        ])
+        .args([IMAGE, &id, program])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("ctr: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    if let Some(signal) = signal {
+        // Signalled once it runs, as a kubelet stops a started container
+        // (a kill between create and start would end it before `ctr run`
+        // starts it, and ctr would fail on that).
+        loop {
+            let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+            if tasks
+                .lines()
+                .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                return Err(format!("never ran:\n{tasks}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = ctr(&["tasks", "kill", "-s", signal, &id]);
+        if !out.status.success() {
+            let _ = child.kill();
+            return Err(format!("kill {signal}: {}", text(&out.stderr)));
+        }
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{program} hung"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    match status.code() {
+        Some(code) if code == expected => Ok(()),
+        code => {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            Err(format!(
+                "{program}: status {code:?}, not {expected}: {stderr}"
+            ))
+        }
+    }
+}
+
+/// The directories of ctr's fifos (one per `ctr run`).
+fn fifo_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/run/containerd/fifo")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 fn hello(what: &str) {
     let out = run("/hello.component.wasm", &[]);
     assert_eq!(status(&out), 0, "{what}: {}", text(&out.stderr));
