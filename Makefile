@@ -34,6 +34,10 @@ export WASMPOD_KEEP := $(KEEP)
 # functions of shim/symbol-order.txt under this build's symbol names.
 HOST := $(shell rustc -vV | sed -n 's/^host: //p')
 RELEASE := --release --locked --config 'target.$(HOST).linker="$(CURDIR)/shim/symbol_order.py"'
+# Test builds carry the sandbox probe (shim/src/sandbox.rs,
+# WASMPOD_TEST_FEATURES in test/paths.sh); what ships does not, which
+# `make dist` checks.
+TEST_FEATURES := --features "$$WASMPOD_TEST_FEATURES"
 # The shipped binaries' smoke tests, which `make bench` runs on them.
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
@@ -50,7 +54,7 @@ deps:
 # as `cargo test --workspace` sees them: Cargo unifies dependencies' features
 # over what one invocation builds, so the tests then rebuild nothing.
 build: deps
-	$(PATHS) $(TIMED) build $(CARGO) build --profile quick --locked --workspace --all-targets
+	$(PATHS) $(TIMED) build $(CARGO) build --profile quick --locked --workspace --all-targets $(TEST_FEATURES)
 	@# The installer again, linked static: the integration tests run its
 	@# image, which is FROM scratch, as the chart's DaemonSet would.
 	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --profile quick --locked \
@@ -68,7 +72,7 @@ test: unit chart integration e2e
 # #[ignore]d and run by `integration`. Then the release link's symbol
 # mapping, on a small program of its own.
 unit:
-	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace
+	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace $(TEST_FEATURES)
 	$(TIMED) "symbol order" python3 test/symbol_order_test.py
 
 # The Helm chart through Helm v4's Go SDK (PyPI helm-python-sdk): lint,
@@ -102,6 +106,10 @@ e2e: fixtures k8s
 dist: deps
 	$(PATHS) $(TIMED) dist $(CARGO) build $(RELEASE) \
 		-p containerd-shim-wasmpod -p wasmpod-cli -p wasmpod-fixtures
+	@# One of the probe's attempts, a string stored whole (the variable's
+	@# name is compared in code, not kept as a string).
+	@$(PATHS) if grep -q "ptrace the parent process" "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1"; then \
+		echo "the release shim carries the test-only sandbox probe" >&2; exit 1; fi
 	@$(PATHS) echo "shipped binaries: $$CARGO_TARGET_DIR/release/{containerd-shim-wasmpod-v1,wasmpod}"
 
 # The node installer's image (installer, linked static, and the shipped

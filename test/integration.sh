@@ -67,7 +67,7 @@ for t in $tests; do test_args+=(--test "$t"); done
 # --workspace, in the quick profile whatever shim is under test: the same
 # features as the unit run, so nothing is rebuilt.
 status=0
-cargo test --profile quick --locked --workspace "${test_args[@]}" -- --ignored --test-threads=1 "$@" || status=$?
+cargo test --profile quick --locked --workspace --features "$WASMPOD_TEST_FEATURES" "${test_args[@]}" -- --ignored --test-threads=1 "$@" || status=$?
 rm -rf "$DOCKER_CONFIG"
 [ "$status" = 0 ] || exit "$status"
 [ -z "$keep" ] || exit 0

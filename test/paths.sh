@@ -16,6 +16,8 @@
 #   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
 #   WASMPOD_K8S         $WASMPOD_CACHE_ROOT/k8s: Kubernetes, etcd, helm, crictl
 #                       built by test/k8s/build.sh, a directory per version
+#   WASMPOD_TEST_FEATURES  Cargo features of every test build (the sandbox
+#                       probe); the shipped build has none
 #   RUSTC_WORKSPACE_WRAPPER  test/clippy-rustc.sh: the workspace's crates built
 #                       with Clippy's lints, warnings fatal; set it empty
 #                       (make LINT=) to build with rustc alone
@@ -33,9 +35,10 @@ fi
 : "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
 : "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
 : "${WASMPOD_K8S:=$WASMPOD_CACHE_ROOT/k8s}"
+: "${WASMPOD_TEST_FEATURES:=containerd-shim-wasmpod/sandbox-probe}"
 # Unset only: an empty value is the way to turn the lint off.
 : "${RUSTC_WORKSPACE_WRAPPER=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/clippy-rustc.sh}"
-wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S RUSTC_WORKSPACE_WRAPPER)
+wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S WASMPOD_TEST_FEATURES RUSTC_WORKSPACE_WRAPPER)
 export "${wasmpod_paths[@]}"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

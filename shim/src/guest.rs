@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -21,7 +22,9 @@ use crate::capabilities::{CapabilityError, Grants};
 use crate::engine::{ComponentState, Limited, ModuleState, Program};
 use crate::http::OutgoingHttp;
 use crate::limits::MemoryLimit;
+use crate::sandbox::Walls;
 use crate::sockets::Denials;
+use crate::syscalls::{VIOLATION_STATUS, Violation};
 use crate::usage::Usage;
 
 /// Exit status of a guest ended by a trap (128 + SIGABRT, as a native
@@ -116,6 +119,15 @@ pub fn spawn(
         Arc::new(grants.http_connect.clone()),
         Denials::new(stdio.stderr.as_ref().and_then(|f| f.try_clone().ok())),
     );
+    let violation = Violation::new(
+        engine,
+        stdio
+            .stderr
+            .as_ref()
+            .and_then(|f| f.try_clone().ok())
+            .map(OwnedFd::from),
+    )
+    .map_err(SpawnError::Sandbox)?;
     if let Some(f) = stdio.stdin {
         builder.stdin(InputFile::new(f));
     }
@@ -126,6 +138,16 @@ pub fn spawn(
         builder.stderr(OutputFile::new(f));
     }
     let limit = MemoryLimit::new(grants.memory_limit, usage.clone());
+    let walls = Walls::for_grants(grants, serves);
+    // "1" reports what the walled thread may do; "violate" then makes a
+    // forbidden call on it.
+    #[cfg(feature = "sandbox-probe")]
+    let probe = grants
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == crate::sandbox::probe::ENV)
+        .map(|(_, v)| v.clone());
     let (tx, rx) = watch::channel(0);
     let switch = KillSwitch {
         engine: engine.clone(),
@@ -136,25 +158,70 @@ pub fn spawn(
         .name(format!("guest-{name}"))
         .spawn(move || {
             usage.attach_current_thread();
-            let exit = match network.as_ref().map(crate::sys::enter_network) {
-                Some(Err(e)) => {
-                    report(stderr_copy.as_ref(), &crate::error::chain(&e));
+            let _registered = violation.enter();
+            let exit = match enter(network.as_ref(), &walls) {
+                Err(message) => {
+                    report(stderr_copy.as_ref(), &message);
                     Exit::status(1)
                 }
-                _ => match (program, http) {
-                    (Program::Http(pre), Some((grants, stdout))) => {
-                        serve(pre, grants, stdout, stderr_copy, usage.clone(), rx)
+                Ok(()) => {
+                    #[cfg(feature = "sandbox-probe")]
+                    if let Some(mode) = &probe
+                        && let Some(mut stderr) = stderr_copy.as_ref()
+                    {
+                        let _ = crate::sandbox::probe::report(&mut stderr);
+                        if mode == "violate" {
+                            crate::sandbox::probe::violate();
+                        }
                     }
-                    (program, _) => {
-                        run_to_exit(&engine, program, builder, outgoing, limit, rx, stderr_copy)
+                    match (program, http) {
+                        (Program::Http(pre), Some((grants, stdout))) => serve(
+                            pre,
+                            grants,
+                            stdout,
+                            stderr_copy,
+                            usage.clone(),
+                            rx,
+                            violation.clone(),
+                        ),
+                        (program, _) => run_to_exit(
+                            &engine,
+                            program,
+                            builder,
+                            outgoing,
+                            limit,
+                            rx,
+                            stderr_copy,
+                            violation.clone(),
+                        ),
                     }
-                },
+                }
             };
+            // The trap handler wrote the guest's stderr line; this is the
+            // shim's.
+            if let Some(syscall) = violation.syscall() {
+                tracing::warn!(
+                    syscall,
+                    "guest stopped: it made a system call its sandbox does not allow"
+                );
+            }
             usage.detach_current_thread();
             on_exit(exit);
         })
         .map_err(SpawnError::Thread)?;
     Ok(switch)
+}
+
+/// Does on the guest's thread what needs root (joining the pod's network),
+/// then walls the thread in for good, before any guest code runs on it.
+fn enter(network: Option<&crate::spec::Network>, walls: &Walls) -> Result<(), String> {
+    if let Some(network) = network {
+        crate::sys::enter_network(network).map_err(|e| crate::error::chain(&e))?;
+    }
+    walls
+        .apply()
+        .map(|in_force| tracing::debug!(walls = %in_force, "guest thread walled in"))
+        .map_err(|e| crate::error::chain(&e))
 }
 
 /// The guest could not be started at all.
@@ -166,6 +233,9 @@ pub enum SpawnError {
     /// The OS refused a thread.
     #[error("cannot start a thread for the guest")]
     Thread(#[source] std::io::Error),
+    /// The guest's sandbox could not be prepared.
+    #[error(transparent)]
+    Sandbox(crate::syscalls::SyscallError),
 }
 
 /// Serves a wasi:http/proxy component on this thread until it is killed.
@@ -176,14 +246,12 @@ fn serve(
     stderr: Option<File>,
     usage: Usage,
     kill: watch::Receiver<i32>,
+    violation: Arc<Violation>,
 ) -> Exit {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => Exit::status(
-            runtime.block_on(crate::http::serve(pre, grants, stdout, stderr, usage, kill)),
-        ),
+    match runtime(&violation) {
+        Ok(runtime) => Exit::status(runtime.block_on(crate::http::serve(
+            pre, grants, stdout, stderr, usage, kill, violation,
+        ))),
         Err(e) => {
             report(
                 stderr.as_ref(),
@@ -194,6 +262,19 @@ fn serve(
     }
 }
 
+/// The guest's single-threaded runtime; the threads of its blocking pool
+/// (wasmtime-wasi's file I/O, name lookups) start behind the guest thread's
+/// walls and report a forbidden call as it does.
+fn runtime(violation: &Arc<Violation>) -> std::io::Result<tokio::runtime::Runtime> {
+    let pool_thread = violation.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(move || pool_thread.enter_pool_thread())
+        .on_thread_stop(Violation::leave_pool_thread)
+        .build()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_to_exit(
     engine: &Engine,
     program: Program,
@@ -202,12 +283,10 @@ fn run_to_exit(
     limit: MemoryLimit,
     mut kill: watch::Receiver<i32>,
     stderr: Option<File>,
+    violation: Arc<Violation>,
 ) -> Exit {
     let max = limit.max();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(&violation) {
         Ok(rt) => rt,
         Err(e) => {
             report(
@@ -222,9 +301,14 @@ fn run_to_exit(
         tokio::select! {
             biased;
             signal = kill.wait_for(|s| *s != 0) => Err(signal.map(|s| *s).unwrap_or(libc::SIGKILL)),
-            result = run(engine, program, builder, outgoing, limit, killed.clone()) => Ok(result),
+            () = violation.wait() => Err(libc::SIGSYS),
+            result = run(engine, program, builder, outgoing, limit, killed.clone(), violation.clone()) => Ok(result),
         }
     });
+    drop(runtime);
+    if violation.syscall().is_some() {
+        return Exit::status(VIOLATION_STATUS);
+    }
     let signal = *killed.borrow();
     let (result, denied) = match outcome {
         Err(signal) => return Exit::status(128 + signal as u32),
@@ -281,11 +365,12 @@ async fn run(
     outgoing: OutgoingHttp,
     limit: MemoryLimit,
     kill: watch::Receiver<i32>,
+    violation: Arc<Violation>,
 ) -> (wasmtime::Result<u32>, Option<u64>) {
     match program {
         Program::Module { pre, calls } => {
             let state = ModuleState::new(builder.build_p1(), limit);
-            let mut store = guest_store(engine, state, kill, |s| s != 0);
+            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 for name in &calls {
@@ -304,7 +389,7 @@ async fn run(
         }
         Program::Component(pre) => {
             let state = ComponentState::new(builder.build(), outgoing, limit);
-            let mut store = guest_store(engine, state, kill, |s| s != 0);
+            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
             let result = async {
                 let command = pre.instantiate_async(&mut store).await?;
                 let result = command.wasi_cli_run().call_run(&mut store).await?;
@@ -315,7 +400,7 @@ async fn run(
         }
         Program::ComponentFunc { pre, name } => {
             let state = ComponentState::new(builder.build(), outgoing, limit);
-            let mut store = guest_store(engine, state, kill, |s| s != 0);
+            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 let func = instance.get_func(&mut store, &name).ok_or_else(|| {
@@ -345,18 +430,20 @@ async fn run(
 
 /// A store for one run of a guest (or one HTTP request): its memory limit
 /// checked on every grow, and trapped at the next epoch tick once it is
-/// killed by a signal for which `stops` is true.
+/// killed by a signal for which `stops` is true, or once a thread of the
+/// guest made a forbidden system call.
 pub(crate) fn guest_store<T: Limited + 'static>(
     engine: &Engine,
     state: T,
     kill: watch::Receiver<i32>,
+    violation: Arc<Violation>,
     stops: impl Fn(i32) -> bool + Send + Sync + 'static,
 ) -> Store<T> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| s.limit());
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if stops(*kill.borrow()) {
+        if stops(*kill.borrow()) || violation.syscall().is_some() {
             Err(Trap::Interrupt.into())
         } else {
             Ok(UpdateDeadline::Continue(1))

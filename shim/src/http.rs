@@ -176,6 +176,7 @@ struct Requests {
     stderr: Option<File>,
     usage: Usage,
     kill: watch::Receiver<i32>,
+    violation: Arc<crate::syscalls::Violation>,
 }
 
 impl Requests {
@@ -198,6 +199,7 @@ impl Requests {
             engine,
             state,
             self.kill.clone(),
+            self.violation.clone(),
             |s| s == libc::SIGKILL,
         ))
     }
@@ -279,6 +281,7 @@ pub async fn serve(
     stderr: Option<File>,
     usage: Usage,
     mut kill: watch::Receiver<i32>,
+    violation: Arc<crate::syscalls::Violation>,
 ) -> u32 {
     let port = grants.http_port;
     let requests = Arc::new(Requests {
@@ -289,6 +292,7 @@ pub async fn serve(
         stderr,
         usage,
         kill: kill.clone(),
+        violation: violation.clone(),
     });
     let address = SocketAddr::from(([0, 0, 0, 0], port));
     let listener = match std::net::TcpListener::bind(address)
@@ -306,6 +310,7 @@ pub async fn serve(
     let signal = loop {
         tokio::select! {
             signal = kill.wait_for(|s| *s != 0) => break signal.map(|s| *s).unwrap_or(libc::SIGKILL),
+            () = violation.wait() => break libc::SIGSYS,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
@@ -329,7 +334,9 @@ pub async fn serve(
         }
     };
     drop(listener);
-    if signal == libc::SIGKILL {
+    // A forbidden system call ends the server as SIGKILL does: the guest
+    // is no longer trusted to finish a request.
+    if signal == libc::SIGKILL || signal == libc::SIGSYS {
         return 128 + signal as u32;
     }
     // Drain: idle keep-alive connections close now, busy ones after their

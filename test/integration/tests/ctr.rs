@@ -254,6 +254,69 @@ fn signals_that_do_not_end_a_process_are_refused() {
 
 #[test]
 #[ignore = "needs a private containerd: run `make test`"]
+fn a_guest_thread_holds_no_root_and_reaches_only_its_own_files() {
+    // The test build's shim probes from the guest's walled thread before
+    // the guest runs (shim/src/sandbox.rs), one stderr line per attempt.
+    let out = run_with(
+        &["--env", "WASMPOD_SANDBOX_PROBE=1"],
+        "/hello.component.wasm",
+        &[],
+    );
+    assert_eq!(status(&out), 0, "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("hello from wasm\n"));
+    let stderr = text(&out.stderr);
+    let landlock = !std::fs::read_to_string(&env().log)
+        .expect("containerd log")
+        .contains("no Landlock (not in this kernel)");
+    // The filter and the dropped capabilities answer EPERM, Landlock EACCES.
+    let mut walls = vec![
+        ("mount", "EPERM"),
+        ("ptrace the parent process", "EPERM"),
+        ("setuid 1234", "EPERM"),
+        ("raise CAP_SYS_ADMIN", "EPERM"),
+        ("tcp connect", "EPERM"),
+    ];
+    if landlock {
+        walls.extend([("open /etc/passwd", "EACCES"), ("tcp bind", "EACCES")]);
+    }
+    for (what, errno) in walls {
+        let line = format!("probe {what}: denied ({errno}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&line)),
+            "{line}... not in the guest's stderr:\n{stderr}"
+        );
+    }
+    assert!(
+        count_in_log("guest threads run behind") > 0,
+        "containerd's log does not say which walls are in force"
+    );
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn a_forbidden_system_call_stops_the_guest_with_159_not_the_shim() {
+    // The probe makes mount(2) on the guest's own thread, as a guest that
+    // broke out of Wasm might: the call fails and the guest is stopped.
+    let out = run_with(
+        &["--env", "WASMPOD_SANDBOX_PROBE=violate"],
+        "/sleep.component.wasm",
+        &[],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(status(&out), 159, "stderr: {stderr}");
+    let line = format!(
+        "wasmpod: the guest made system call {}, which its sandbox does not allow",
+        nix::libc::SYS_mount
+    );
+    assert!(stderr.contains(&line), "{line} not in:\n{stderr}");
+    // The shim reported the exit and logged why; the next guest runs.
+    assert!(count_in_log("guest stopped: it made a system call its sandbox does not allow") > 0);
+    hello("after a forbidden system call");
+    assert_node_is_clean();
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
 fn reads_a_file_from_its_working_directory() {
     for program in ["/read_file.wasm", "/read_file.component.wasm"] {
         let out = run(program, &[]);
