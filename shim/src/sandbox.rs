@@ -89,8 +89,6 @@ pub enum Confinement {
 pub struct InForce {
     /// `PR_SET_NO_NEW_PRIVS` is set.
     pub no_new_privs: bool,
-    /// The system call filter, with or without the socket calls.
-    pub seccomp: bool,
     /// Files (and, without grants, TCP) as far as Landlock goes.
     pub landlock: Confinement,
 }
@@ -101,9 +99,8 @@ impl fmt::Display for InForce {
         if self.no_new_privs {
             f.write_str(", no_new_privs")?;
         }
-        if self.seccomp {
-            f.write_str(", seccomp allow-list")?;
-        }
+        // Always: `apply` fails rather than run a thread without it.
+        f.write_str(", seccomp allow-list")?;
         match self.landlock {
             Confinement::Full => f.write_str(", Landlock (fully enforced)"),
             Confinement::Partial => {
@@ -152,7 +149,6 @@ impl Walls {
         filter.apply()?;
         let in_force = InForce {
             no_new_privs: landlock.no_new_privs,
-            seccomp: true,
             landlock: match landlock.ruleset {
                 RulesetStatus::FullyEnforced => Confinement::Full,
                 RulesetStatus::PartiallyEnforced => Confinement::Partial,

@@ -19,7 +19,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -351,11 +351,6 @@ impl Violation {
         (nr >= 0).then_some(nr)
     }
 
-    /// Readable once a forbidden call was made (an eventfd).
-    pub fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
-    }
-
     /// Resolves once a thread of the guest made a forbidden call; on the
     /// guest's runtime.
     pub async fn wait(&self) {
@@ -564,14 +559,7 @@ mod tests {
         assert!(allowed, "a file read was trapped");
         assert_eq!(violation.syscall(), Some(libc::SYS_listen));
         let mut count = [0u8; 8];
-        assert_eq!(
-            nix::unistd::read(
-                // SAFETY: the record's eventfd, alive while `violation` is.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(violation.wake_fd()) },
-                &mut count
-            ),
-            Ok(8)
-        );
+        assert_eq!(nix::unistd::read(&violation.wake, &mut count), Ok(8));
         assert_eq!(u64::from_ne_bytes(count), 1);
         let mut line = [0u8; 200];
         let n = nix::unistd::read(&read, &mut line).expect("the guest's stderr");
