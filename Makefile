@@ -56,9 +56,14 @@ deps:
 build: deps
 	$(PATHS) $(TIMED) build $(CARGO) build --profile quick --locked --workspace --all-targets $(TEST_FEATURES)
 	@# The installer again, linked static: the integration tests run its
-	@# image, which is FROM scratch, as the chart's DaemonSet would.
-	$(PATHS) RUSTFLAGS="-C target-feature=+crt-static" $(TIMED) "static installer" $(CARGO) build --profile quick --locked \
-		-p wasmpod-installer --target $(HOST)
+	@# image, which is FROM scratch, as the chart's DaemonSet would. Only its
+	@# own crate gets the flag (cargo rustc), so it reuses the dependencies
+	@# built above where their features agree. A later cargo build puts the
+	@# dynamic one back at the same path, hence the copy.
+	$(PATHS) $(TIMED) "static installer" $(CARGO) rustc --profile quick --locked \
+		-p wasmpod-installer --bin wasmpod-node-installer -- -C target-feature=+crt-static
+	$(PATHS) mkdir -p "$$(dirname "$$WASMPOD_INSTALLER_STATIC")" && \
+		cp "$$CARGO_TARGET_DIR/quick/wasmpod-node-installer" "$$WASMPOD_INSTALLER_STATIC"
 
 fixtures: build
 	$(PATHS) $(TIMED) fixtures test/wasm/build.sh "$$WASMPOD_FIXTURES"

@@ -52,8 +52,8 @@ WASMPOD_REGISTRY_STORAGE=$("$here/registry.sh" storage plain)
 WASMPOD_REGISTRY_AUTH=$("$here/registry.sh" addr auth)
 WASMPOD_CLI=$WASMPOD_BIN/wasmpod
 WASMPOD_INSTALLER=$WASMPOD_BIN/wasmpod-node-installer
-# The same, linked static for its image FROM scratch (make build).
-WASMPOD_INSTALLER_STATIC=$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/quick/wasmpod-node-installer
+# WASMPOD_INSTALLER_STATIC (test/paths.sh): the same, linked static for its
+# image FROM scratch (make build).
 WASMPOD_CHART_RENDER=$here/chart/render.py
 WASMPOD_PYTHON=$python
 # The CLI reads registry credentials from here: none, unless a test adds some.

@@ -12,6 +12,8 @@
 #   WASMPOD_BIN         $CARGO_TARGET_DIR/quick: the binaries tests run (the
 #                       quick profile's; make bench sets the release ones)
 #   WASMPOD_FIXTURES    $CARGO_TARGET_DIR/fixtures: test programs and images
+#   WASMPOD_INSTALLER_STATIC  $CARGO_TARGET_DIR/static/wasmpod-node-installer:
+#                       the quick installer linked static, for its image
 #   WASMPOD_CACHE       $WASMPOD_CACHE_ROOT/downloads: containerd packages
 #   WASMPOD_VENV        $WASMPOD_CACHE_ROOT/venv: componentize-py, oras
 #   WASMPOD_K8S         $WASMPOD_CACHE_ROOT/k8s: Kubernetes, etcd, helm, crictl
@@ -32,13 +34,14 @@ fi
 : "${CARGO_TARGET_DIR:=$WASMPOD_CACHE_ROOT/target}"
 : "${WASMPOD_BIN:=$CARGO_TARGET_DIR/quick}"
 : "${WASMPOD_FIXTURES:=$CARGO_TARGET_DIR/fixtures}"
+: "${WASMPOD_INSTALLER_STATIC:=$CARGO_TARGET_DIR/static/wasmpod-node-installer}"
 : "${WASMPOD_CACHE:=$WASMPOD_CACHE_ROOT/downloads}"
 : "${WASMPOD_VENV:=$WASMPOD_CACHE_ROOT/venv}"
 : "${WASMPOD_K8S:=$WASMPOD_CACHE_ROOT/k8s}"
 : "${WASMPOD_TEST_FEATURES:=containerd-shim-wasmpod/sandbox-probe}"
 # Unset only: an empty value is the way to turn the lint off.
 : "${RUSTC_WORKSPACE_WRAPPER=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/clippy-rustc.sh}"
-wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S WASMPOD_TEST_FEATURES RUSTC_WORKSPACE_WRAPPER)
+wasmpod_paths=(WASMPOD_CACHE_ROOT CARGO_TARGET_DIR WASMPOD_BIN WASMPOD_FIXTURES WASMPOD_INSTALLER_STATIC WASMPOD_CACHE WASMPOD_VENV WASMPOD_K8S WASMPOD_TEST_FEATURES RUSTC_WORKSPACE_WRAPPER)
 export "${wasmpod_paths[@]}"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -21,8 +21,7 @@ program=$here/e2e.py
 if [ "${1:-}" = --bench ]; then program=$here/bench.py; shift; fi
 k8s=$here/../k8s
 registry=$("$here/../registry.sh" addr plain)
-host=$(rustc -vV | sed -n 's/^host: //p')
-installer=$CARGO_TARGET_DIR/$host/quick/wasmpod-node-installer
+installer=$WASMPOD_INSTALLER_STATIC
 shim=$WASMPOD_BIN/containerd-shim-wasmpod-v1
 [ -x "$installer" ] && [ -x "$shim" ] || { echo "run.sh: run 'make build fixtures' first" >&2; exit 1; }
 

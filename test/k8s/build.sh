@@ -88,6 +88,12 @@ metrics() {
     build metrics-server "$v" metrics "" sigs.k8s.io/metrics-server/cmd/metrics-server
 }
 
+# One build at a time: .ci/run starts one beside the Rust build, and make's
+# k8s step then waits here and finds the programs built.
+mkdir -p "$WASMPOD_K8S"
+exec 9>"$WASMPOD_K8S/.lock"
+flock 9
+
 [ $# -gt 0 ] || set -- kube etcd helm crictl metrics
 for what in "$@"; do
     case $what in

@@ -18,8 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../paths.sh"
 cluster=wasmpod-e2e
 node=$cluster-control-plane
-host=$(rustc -vV | sed -n 's/^host: //p')
-installer=$CARGO_TARGET_DIR/$host/quick/wasmpod-node-installer
+installer=$WASMPOD_INSTALLER_STATIC
 shim=$WASMPOD_BIN/containerd-shim-wasmpod-v1
 [ -x "$installer" ] && [ -x "$shim" ] || { echo "kind/run.sh: run 'make build fixtures' first" >&2; exit 1; }
 
