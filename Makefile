@@ -42,7 +42,7 @@ TEST_FEATURES := --features "$$WASMPOD_TEST_FEATURES"
 SMOKE := component_prints_its_args_and_env exit_status_is_the_guests \
 	trap_gives_134_and_a_wasm_backtrace kill_ends_a_spinning_guest
 
-.PHONY: all deps build fixtures k8s demo test unit chart integration e2e dist installer-image bench hot-symbols lint clean
+.PHONY: all deps build fixtures k8s demo test unit chart fuzz integration e2e dist installer-image bench hot-symbols lint clean
 
 all: build
 
@@ -71,7 +71,7 @@ fixtures: build
 demo: fixtures
 	$(PATHS) test/demo.sh "$$WASMPOD_FIXTURES"
 
-test: unit chart integration e2e
+test: unit chart fuzz integration e2e
 
 # Needs no root, no containerd and no network: the tests that do are
 # #[ignore]d and run by `integration`. Then the release link's symbol
@@ -79,6 +79,14 @@ test: unit chart integration e2e
 unit:
 	$(PATHS) $(TIMED) unit $(CARGO) test --profile quick --locked --workspace $(TEST_FEATURES)
 	$(TIMED) "symbol order" python3 test/symbol_order_test.py
+
+# Bad input, fuzzed: each target of fuzz/ (pod specs, socket grants, image
+# manifests, Wasm headers) for FUZZ_SECONDS, two at a time, in a network
+# namespace of its own (test/fuzz.sh; FUZZ_TARGETS narrows it).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	$(PATHS) $(TIMED) fuzz test/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The Helm chart through Helm v4's Go SDK (PyPI helm-python-sdk): lint,
 # schema, rendered objects. No cluster.

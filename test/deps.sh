@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
     clang lld wasi-libc libclang-rt-14-dev-wasm32  # C -> WASI preview 1 modules
     gcc libc6-dev                                   # static native baseline for make bench
+    g++                                             # libFuzzer, built by libfuzzer-sys (make fuzz)
     binutils                                        # nm, readelf: test/hot-symbols.py
     protobuf-compiler                               # prost/tonic build scripts
     runc                                            # the container baseline

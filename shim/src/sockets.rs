@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// Grants TCP listen on the ports it lists.
@@ -128,9 +128,9 @@ impl Destination {
         let nets = if host == "*" {
             vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())]
         } else if let Ok(net) = host.parse::<IpNet>() {
-            vec![net.trunc()]
+            vec![canonical(net.trunc())]
         } else if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![IpNet::from(ip)]
+            vec![IpNet::from(ip.to_canonical())]
         } else if !host.is_empty() && !host.contains(['/', '[', ']', ' ']) {
             let resolved = (host, 0)
                 .to_socket_addrs()
@@ -150,6 +150,20 @@ impl Destination {
             ports,
             written: entry.to_owned(),
         })
+    }
+}
+
+/// Peers are compared in their canonical form (an IPv4-mapped IPv6 address
+/// as IPv4, see [`Destination::contains`]), so a grant written in the mapped
+/// form is kept in the IPv4 one; otherwise it would never match (an
+/// invariant of the `socket_grants` fuzz target).
+fn canonical(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => Ipv4Net::new(v4, len).map_or(net, IpNet::V4),
+        _ => net,
     }
 }
 
@@ -370,6 +384,25 @@ mod tests {
         assert!(!g.allows(addr("10.0.0.1:53"), SocketAddrUse::UdpSend));
         assert!(!g.allows(addr("10.0.0.1:53"), SocketAddrUse::UdpReceive));
         assert!(!g.allows(addr("0.0.0.0:8080"), SocketAddrUse::TcpBind));
+    }
+
+    #[test]
+    fn a_grant_in_ipv4_mapped_form_allows_that_peer() {
+        // The peer is compared as IPv4; a grant kept as IPv6 matched
+        // nothing (the socket_grants fuzz target's literal-grant invariant).
+        let g = grants(&[
+            (TCP_CONNECT, "[::ffff:1.2.3.4]:80"),
+            (UDP_CONNECT, "[::ffff:10.0.0.0/104]:53"),
+        ])
+        .expect("grants");
+        for peer in ["1.2.3.4:80", "[::ffff:1.2.3.4]:80"] {
+            assert!(g.allows(addr(peer), SocketAddrUse::TcpConnect), "{peer}");
+        }
+        assert!(!g.allows(addr("1.2.3.5:80"), SocketAddrUse::TcpConnect));
+        for peer in ["10.9.8.7:53", "[::ffff:10.9.8.7]:53"] {
+            assert!(g.allows(addr(peer), SocketAddrUse::UdpSend), "{peer}");
+        }
+        assert!(!g.allows(addr("11.0.0.1:53"), SocketAddrUse::UdpSend));
     }
 
     #[test]

@@ -690,6 +690,128 @@ fn after_a_node_crash_the_next_containerd_cleans_up_and_runs() {
 
 #[test]
 #[ignore = "needs a private containerd: run `make test`"]
+fn after_a_reboot_the_same_containers_start_again() {
+    // A reboot: containerd and the shims die, and what lived in memory goes
+    // with them: containerd's state directory (bundles, fifos), the rootfs
+    // mounts, the containers' cgroups. Containerd's root (containers,
+    // snapshots, images) and wasmpod's cache stay, and so do the shims'
+    // socket files, which live outside the state directory.
+    let ids: Vec<String> = (0..2).map(|_| unique("rebooted")).collect();
+    for id in &ids {
+        let out = ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            id,
+            "/sleep.component.wasm",
+        ]);
+        assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    }
+    let shims = our_shims(&env().address);
+    assert_eq!(shims.len(), 2, "one shim a container: {shims:?}");
+    wasmpod_integration::stop_containerd(nix::sys::signal::Signal::SIGKILL);
+    for pid in shims {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill a shim");
+    }
+    let state = &env().state;
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .expect("mounts")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_owned))
+        .filter(|m| Path::new(m).starts_with(state))
+        .collect();
+    // Innermost first.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mount in &mounts {
+        nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH)
+            .unwrap_or_else(|e| panic!("unmount {mount}: {e}"));
+    }
+    for entry in std::fs::read_dir(state).expect("state dir") {
+        let path = entry.expect("entry").path();
+        std::fs::remove_dir_all(&path)
+            .or_else(|_| std::fs::remove_file(&path))
+            .unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+    // The guests' threads were in these; with every process gone they are
+    // empty, and after a reboot they would not exist.
+    for id in &ids {
+        for controller in ["cpu", "memory", "pids"] {
+            let cgroup = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(NAMESPACE)
+                .join(id);
+            if cgroup.exists() {
+                std::fs::remove_dir(&cgroup)
+                    .unwrap_or_else(|e| panic!("remove {}: {e}", cgroup.display()));
+            }
+        }
+    }
+
+    wasmpod_integration::start_containerd();
+    let containers = text(&ctr(&["containers", "ls", "-q"]).stdout);
+    let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+    for id in &ids {
+        assert!(
+            containers.contains(id.as_str()),
+            "{id} was forgotten:\n{containers}"
+        );
+        assert!(!tasks.contains(id.as_str()), "{id} has a task:\n{tasks}");
+    }
+    // The same container starts again: a new bundle and rootfs mount, and a
+    // shim that finds the dead one's socket file in its place.
+    let again = &ids[0];
+    let out = ctr(&["tasks", "start", "-d", again]);
+    assert!(
+        out.status.success(),
+        "start {again} again: {}",
+        text(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = text(&ctr(&["tasks", "ls"]).stdout);
+        if tasks
+            .lines()
+            .any(|l| l.starts_with(again.as_str()) && l.contains("RUNNING"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{again} is not running:\n{tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(again, "SIGKILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&ctr(&["tasks", "ls"]).stdout)
+        .lines()
+        .any(|l| l.starts_with(again.as_str()) && l.contains("STOPPED"))
+    {
+        assert!(Instant::now() < deadline, "{again} did not stop on SIGKILL");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ctr(&["tasks", "delete", again]);
+    assert!(out.status.success(), "tasks delete: {}", text(&out.stderr));
+    for id in &ids {
+        let out = ctr(&["containers", "rm", id]);
+        assert!(
+            out.status.success(),
+            "containers rm {id}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_node_is_clean();
+    hello("after the reboot");
+}
+
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
 fn a_thousand_tasks_eight_at_a_time_end_as_they_should_and_leave_nothing() {
     // A thousand on the newest containerd; two hundred on the older two,
     // which the other tests cover already, keep `make test` short.
