@@ -155,6 +155,7 @@ hot-symbols: fixtures dist
 # rustfmt, then the build with Clippy's lints (LINT above) over every target.
 lint:
 	$(TIMED) fmt $(CARGO) fmt --all --check
+	$(TIMED) "module graph" python3 test/module_graph.py shim/src oci/src installer/src cli/src
 	$(MAKE) build LINT=1
 
 # Stops the test containerds; the build cache stays (rm -rf it by hand).

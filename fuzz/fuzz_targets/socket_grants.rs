@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use containerd_shim_wasmpod::http::{self, HTTP_CONNECT, HttpGrants};
+use containerd_shim_wasmpod::http_grants::{self, HTTP_CONNECT, HttpGrants};
 use containerd_shim_wasmpod::sockets::{SocketGrants, TCP_CONNECT, TCP_LISTEN, UDP_CONNECT};
 use libfuzzer_sys::fuzz_target;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -149,7 +149,7 @@ fn check_http(annotations: &HashMap<String, String>) {
             }
         }
     }
-    if let Ok(port) = http::port(&[], annotations) {
+    if let Ok(port) = http_grants::port(&[], annotations) {
         assert_ne!(port, 0);
     }
 }

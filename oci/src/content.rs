@@ -128,6 +128,20 @@ pub enum ContentError {
     },
 }
 
+impl ContentError {
+    /// Whether containerd did not answer at all (its socket refused us, or a
+    /// call found the service unavailable), as opposed to answering no.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Rpc { status, .. } => {
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A connection to containerd's content, image and container services in
 /// one namespace.
 pub struct ContentStore {

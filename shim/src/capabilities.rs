@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::http::{HttpError, HttpGrants};
+use crate::http_grants::{HttpError, HttpGrants};
 use crate::sockets::{Denials, GrantError, SocketGrants};
 use crate::spec::{ContainerSpec, Network};
 
@@ -93,7 +93,7 @@ impl Grants {
             memory_limit: spec.limits.memory,
             sockets: SocketGrants::from_annotations(&spec.annotations)?,
             network: spec.network.clone(),
-            http_port: crate::http::port(&spec.env, &spec.annotations)?,
+            http_port: crate::http_grants::port(&spec.env, &spec.annotations)?,
             http_connect: HttpGrants::from_annotations(&spec.annotations),
         })
     }
@@ -191,7 +191,7 @@ mod tests {
             }],
             annotations: Default::default(),
             cgroups_path: None,
-            limits: crate::cgroup::Limits {
+            limits: crate::spec::Limits {
                 memory: Some(64 << 20),
                 ..Default::default()
             },

@@ -29,7 +29,7 @@ use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::spec::{ContainerRole, ContainerSpec};
+use crate::spec::{ContainerRole, ContainerSpec, Limits};
 
 /// Where the node's cgroups are mounted.
 pub const ROOT: &str = "/sys/fs/cgroup";
@@ -60,19 +60,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// The limits of `linux.resources` that the kernel enforces for us.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// CFS quota per period, in microseconds (`limits.cpu`).
-    pub cpu_quota: Option<i64>,
-    /// CFS period, in microseconds.
-    pub cpu_period: Option<u64>,
-    /// Relative weight (`requests.cpu`), in cgroup v1 shares.
-    pub cpu_shares: Option<u64>,
-    /// Bytes of memory (`limits.memory`); applied to process cgroups only.
-    pub memory: Option<u64>,
 }
 
 /// The node's cgroup hierarchy.

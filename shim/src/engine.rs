@@ -2,13 +2,17 @@
 //! and turning Wasm bytes into something ready to instantiate.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use tokio::sync::watch;
 use wasmpod_oci::{WasmKind, WasmSource};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, Precompiled};
+use wasmtime::{
+    Config, Engine, ExternType, InstancePre, Linker, Module, Precompiled, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -16,8 +20,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cache::{self, CodeCache, Lookup};
-use crate::http::OutgoingHttp;
+use crate::http_grants::OutgoingHttp;
 use crate::limits::MemoryLimit;
+use crate::syscalls::Violation;
 
 /// Why a program could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
@@ -439,6 +444,30 @@ fn check_component_func(
         Some(_) => wasmtime::bail!("the component's export `{name}` is not a function"),
         None => wasmtime::bail!("the component exports no function `{name}`"),
     }
+}
+
+/// A store for one run of a guest (or one HTTP request): its memory limit
+/// checked on every grow, and trapped at the next epoch tick once it is
+/// killed by a signal for which `stops` is true, or once a thread of the
+/// guest made a forbidden system call.
+pub(crate) fn guest_store<T: Limited + 'static>(
+    engine: &Engine,
+    state: T,
+    kill: watch::Receiver<i32>,
+    violation: Arc<Violation>,
+    stops: impl Fn(i32) -> bool + Send + Sync + 'static,
+) -> Store<T> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s.limit());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if stops(*kill.borrow()) || violation.syscall().is_some() {
+            Err(Trap::Interrupt.into())
+        } else {
+            Ok(UpdateDeadline::Continue(1))
+        }
+    });
+    store
 }
 
 #[cfg(test)]

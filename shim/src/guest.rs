@@ -14,33 +14,24 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use wasmtime::component;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline, Val};
+use wasmtime::{Engine, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 
 use crate::capabilities::{CapabilityError, Grants};
-use crate::engine::{ComponentState, Limited, ModuleState, Program};
-use crate::http::OutgoingHttp;
+use crate::engine::{ComponentState, ModuleState, Program, guest_store};
+use crate::http_grants::OutgoingHttp;
 use crate::limits::MemoryLimit;
 use crate::sandbox::Walls;
+use crate::signal::Signal;
 use crate::sockets::Denials;
+use crate::stdio::Stdio;
 use crate::syscalls::{VIOLATION_STATUS, Violation};
 use crate::usage::Usage;
 
 /// Exit status of a guest ended by a trap (128 + SIGABRT, as a native
 /// process that aborts).
 pub const TRAP_STATUS: u32 = 134;
-
-/// The standard streams containerd gave the container.
-#[derive(Debug, Default)]
-pub struct Stdio {
-    /// Read end for the guest's stdin; `None` reads as empty.
-    pub stdin: Option<File>,
-    /// Where the guest's stdout goes; `None` discards it.
-    pub stdout: Option<File>,
-    /// Where the guest's stderr goes; `None` discards it.
-    pub stderr: Option<File>,
-}
 
 /// Asks a running guest to stop.
 #[derive(Debug, Clone)]
@@ -50,8 +41,9 @@ pub struct KillSwitch {
 }
 
 impl KillSwitch {
-    /// Stops the guest as if by `signal` (a terminating signal number).
-    pub fn kill(&self, signal: i32) {
+    /// Stops the guest as if by `signal`.
+    pub fn kill(&self, signal: Signal) {
+        let signal = signal.number();
         // Keep the first signal, which decides the exit status, unless a
         // SIGKILL follows: it ends a server that is draining after SIGTERM.
         self.signal.send_if_modified(|s| {
@@ -216,12 +208,12 @@ pub fn spawn(
 /// then walls the thread in for good, before any guest code runs on it.
 fn enter(network: Option<&crate::spec::Network>, walls: &Walls) -> Result<(), String> {
     if let Some(network) = network {
-        crate::sys::enter_network(network).map_err(|e| crate::error::chain(&e))?;
+        crate::sys::enter_network(network).map_err(|e| wasmpod_oci::error_chain(&e))?;
     }
     walls
         .apply()
         .map(|in_force| tracing::debug!(walls = %in_force, "guest thread walled in"))
-        .map_err(|e| crate::error::chain(&e))
+        .map_err(|e| wasmpod_oci::error_chain(&e))
 }
 
 /// The guest could not be started at all.
@@ -426,44 +418,4 @@ async fn run(
             None,
         ),
     }
-}
-
-/// A store for one run of a guest (or one HTTP request): its memory limit
-/// checked on every grow, and trapped at the next epoch tick once it is
-/// killed by a signal for which `stops` is true, or once a thread of the
-/// guest made a forbidden system call.
-pub(crate) fn guest_store<T: Limited + 'static>(
-    engine: &Engine,
-    state: T,
-    kill: watch::Receiver<i32>,
-    violation: Arc<Violation>,
-    stops: impl Fn(i32) -> bool + Send + Sync + 'static,
-) -> Store<T> {
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| s.limit());
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if stops(*kill.borrow()) || violation.syscall().is_some() {
-            Err(Trap::Interrupt.into())
-        } else {
-            Ok(UpdateDeadline::Continue(1))
-        }
-    });
-    store
-}
-
-/// Whether delivering `signal` to a native process would end it. Signals
-/// whose default action is to ignore or stop are refused for Wasm guests.
-pub fn terminates(signal: i32) -> bool {
-    !matches!(
-        signal,
-        0 | libc::SIGCHLD
-            | libc::SIGCONT
-            | libc::SIGURG
-            | libc::SIGWINCH
-            | libc::SIGSTOP
-            | libc::SIGTSTP
-            | libc::SIGTTIN
-            | libc::SIGTTOU
-    )
 }

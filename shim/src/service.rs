@@ -25,16 +25,15 @@ use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
 
-use wasmpod_oci::artifact::WasmLayer;
-use wasmpod_oci::{ContentStore, DigestMemo, SourceError};
-
 use crate::capabilities::Grants;
 use crate::cgroup::{Cgroups, MainThread, MemoryCharge};
-use crate::digests::LayerDigests;
-use crate::engine::{Origin, Program, WasmEngine};
+use crate::engine::WasmEngine;
 use crate::error::TaskError;
+use crate::signal::{Kill, Signal};
+use crate::source::{Images, load_program};
 use crate::spec::{ContainerRole, ContainerSpec, Network};
 use crate::stdio::StdioPaths;
+use crate::sys::{HostMounts, RootfsMounts};
 use crate::task::{Exited, State, Task};
 use crate::usage::Usage;
 
@@ -57,116 +56,7 @@ pub struct TaskService<E> {
     /// The pod's network namespace, from its sandbox's spec.
     pod_network: Mutex<Option<Network>>,
     cgroups: Arc<Cgroups>,
-}
-
-/// Where to find containers' images: containerd's gRPC socket and the
-/// namespace this shim serves, connected on first use.
-struct Images {
-    address: String,
-    namespace: String,
-    store: tokio::sync::OnceCell<Arc<ContentStore>>,
-}
-
-/// The Wasm layer of a container's image, found in the content store.
-struct ImageLayer {
-    store: Arc<ContentStore>,
-    image: String,
-    layer: WasmLayer,
-}
-
-impl Images {
-    /// The Wasm layer of container `id`'s image, if it has an image and
-    /// the image has one.
-    async fn layer_of(&self, id: &str) -> Result<Option<ImageLayer>, TaskError> {
-        let store = self
-            .store
-            .get_or_try_init(|| async {
-                ContentStore::connect(&self.address, &self.namespace)
-                    .await
-                    .map(Arc::new)
-            })
-            .await?
-            .clone();
-        let Some(image) = store.container_image(id).await? else {
-            return Ok(None);
-        };
-        let layer = store.wasm_layer(&image).await?;
-        Ok(layer.map(|layer| ImageLayer {
-            store,
-            image,
-            layer,
-        }))
-    }
-}
-
-/// Finds and compiles (or loads from the cache) container `id`'s Wasm: the
-/// file `process.args[0]` names in its rootfs, or else the Wasm layer of
-/// its image. Runs on a blocking thread; `runtime` serves the gRPC calls,
-/// which only a container without the file in its rootfs makes.
-fn load_program(
-    engine: &WasmEngine,
-    images: Option<&Images>,
-    runtime: &tokio::runtime::Handle,
-    id: &str,
-    spec: &ContainerSpec,
-    memo: Option<&LayerDigests>,
-    grants: &Grants,
-) -> Result<Program, TaskError> {
-    let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
-    let export = spec.export.as_deref();
-    let memo = memo.map(|m| m as &dyn DigestMemo);
-    let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint, memo) {
-        Ok(found) => {
-            let (program, how, digest) =
-                match engine.prepare_cached(&found.digest, &found.origin, export)? {
-                    Some(program) => (program, Origin::Cached, found.digest),
-                    None => {
-                        // Compile the bytes read now, under their own digest.
-                        let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
-                        let (program, how) = engine.prepare(&source, export)?;
-                        (program, how, source.digest)
-                    }
-                };
-            log_created(id, &found.origin, &digest, how, grants);
-            return Ok(program);
-        }
-        Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
-        Err(e) => return Err(e.into()),
-    };
-    let Some(found) = images
-        .map(|images| runtime.block_on(images.layer_of(id)))
-        .transpose()?
-        .flatten()
-    else {
-        return Err(missing.into());
-    };
-    let ImageLayer {
-        store,
-        image,
-        layer,
-    } = found;
-    let digest = &layer.descriptor.digest;
-    let origin = format!("image:{image}@{digest} ({})", layer.layout);
-    let (program, how) = match engine.prepare_cached(digest, &origin, export)? {
-        Some(program) => (program, Origin::Cached),
-        None => {
-            let source = runtime.block_on(store.read_layer(&image, &layer))?;
-            engine.prepare(&source, export)?
-        }
-    };
-    log_created(id, &origin, digest, how, grants);
-    Ok(program)
-}
-
-fn log_created(id: &str, origin: &str, digest: &str, how: Origin, grants: &Grants) {
-    tracing::info!(
-        %id,
-        origin,
-        digest,
-        cached = how == Origin::Cached,
-        granted = %grants,
-        "container created"
-    );
+    mounts: Arc<dyn RootfsMounts>,
 }
 
 fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
@@ -229,7 +119,15 @@ impl<E: EventSink> TaskService<E> {
             images: None,
             pod_network: Mutex::new(None),
             cgroups: Arc::new(Cgroups::detect(Path::new(crate::cgroup::ROOT))),
+            mounts: Arc::new(HostMounts),
         }
+    }
+
+    /// Mounts rootfs snapshots through `mounts` instead of the node's mount
+    /// table.
+    pub fn with_mounts(mut self, mounts: impl RootfsMounts) -> Self {
+        self.mounts = Arc::new(mounts);
+        self
     }
 
     /// Lets a pod's sandbox move the shim into the pod's cgroup through
@@ -243,11 +141,7 @@ impl<E: EventSink> TaskService<E> {
     /// Lets the service read Wasm layers of images from containerd's
     /// content store (gRPC socket `address`, `namespace`).
     pub fn with_images(mut self, address: String, namespace: String) -> Self {
-        self.images = Some(Arc::new(Images {
-            address,
-            namespace,
-            store: tokio::sync::OnceCell::new(),
-        }));
+        self.images = Some(Arc::new(Images::new(address, namespace)));
         self
     }
 
@@ -281,7 +175,7 @@ impl<E: EventSink> TaskService<E> {
         let mounted = if req.rootfs.is_empty() {
             None
         } else {
-            crate::sys::mount_rootfs(&req.rootfs, &spec.rootfs).await?;
+            self.mounts.mount(&req.rootfs, &spec.rootfs).await?;
             Some(spec.rootfs.clone())
         };
         let stdio_paths = StdioPaths {
@@ -296,7 +190,7 @@ impl<E: EventSink> TaskService<E> {
             Ok(task) => task,
             Err(e) => {
                 if let Some(rootfs) = &mounted
-                    && let Err(unmount) = crate::sys::unmount_rootfs(rootfs)
+                    && let Err(unmount) = self.mounts.unmount(rootfs)
                 {
                     tracing::warn!(id = %req.id, error = %crate::error::chain(&unmount), "cleanup after a failed create");
                 }
@@ -353,18 +247,15 @@ impl<E: EventSink> TaskService<E> {
                     tracing::info!(%id, "pod sandbox created");
                     None
                 }
-                ContainerRole::Guest => {
-                    let memo = LayerDigests::for_rootfs(&rootfs, engine.cache().dir());
-                    Some(load_program(
-                        &engine,
-                        images.as_deref(),
-                        &runtime,
-                        &id,
-                        &spec,
-                        memo.as_ref(),
-                        &grants,
-                    )?)
-                }
+                ContainerRole::Guest => Some(load_program(
+                    &engine,
+                    images.as_deref(),
+                    &runtime,
+                    &id,
+                    &spec,
+                    &rootfs,
+                    &grants,
+                )?),
             };
             let stdio = stdio_paths.open()?;
             let cgroup = cgroups.join(&id, &spec, pid);
@@ -440,22 +331,20 @@ impl<E: EventSink> TaskService<E> {
     }
 
     async fn kill_task(&self, req: KillRequest) -> Result<(), TaskError> {
-        let signal = req.signal as i32;
-        if !crate::guest::terminates(signal) {
-            return match signal {
-                // Signal 0 asks whether the task is alive.
-                0 => self.with_task(&req.id, |t| match t.exited() {
+        let signal = match Kill::from_request(req.signal)? {
+            Kill::Stop(signal) => signal,
+            Kill::Probe => {
+                return self.with_task(&req.id, |t| match t.exited() {
                     None => Ok(()),
                     Some(_) => Err(TaskError::State {
                         id: req.id.clone(),
                         state: "already stopped",
                     }),
-                }),
-                _ => Err(TaskError::Signal(signal)),
-            };
-        }
+                });
+            }
+        };
         let ended = self.with_task(&req.id, |t| t.kill(signal))?;
-        tracing::info!(id = %req.id, signal, "container killed");
+        tracing::info!(id = %req.id, %signal, "container killed");
         if let Some(exited) = ended {
             self.events
                 .publish(Box::new(exit_event(&req.id, self.pid, exited)))
@@ -476,8 +365,8 @@ impl<E: EventSink> TaskService<E> {
                 // Deleting a container that never started ends it, as
                 // runc's delete does.
                 return Ok(task
-                    .kill(libc::SIGKILL)?
-                    .unwrap_or(Exited::now(128 + libc::SIGKILL as u32)));
+                    .kill(Signal::KILL)?
+                    .unwrap_or(Exited::now(Signal::KILL.exit_status())));
             }
             task.reap();
             task.exited().ok_or_else(|| TaskError::State {
@@ -486,8 +375,12 @@ impl<E: EventSink> TaskService<E> {
             })
         })?;
         let task = self.tasks().remove(&req.id);
-        if let Some(rootfs) = task.as_ref().and_then(|t| t.mounted_rootfs.as_ref()) {
-            crate::sys::unmount_rootfs(rootfs)?;
+        if let Some(rootfs) = task.as_ref().and_then(|t| t.mounted_rootfs.as_ref())
+            && let Err(e) = self.mounts.unmount(rootfs)
+        {
+            // The task is gone either way, and containerd must hear it (as
+            // from runc's shim); the mount is named here for the admin.
+            tracing::warn!(id = %req.id, error = %crate::error::chain(&e), "container deleted, but its rootfs stays mounted");
         }
         if let Some(task) = task
             && task.usage.cgroup().is_some()
@@ -712,6 +605,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::signal::SignalError;
+    use crate::sys::MountError;
 
     /// Topic and exit status (exit and delete events) of each event.
     type Seen = Vec<(String, Option<u32>)>;
@@ -837,6 +732,73 @@ mod tests {
         );
     }
 
+    /// A mount table that mounts and then refuses every unmount, as a
+    /// busy mount would.
+    #[derive(Default, Clone)]
+    struct StuckMounts(Arc<StdMutex<Vec<String>>>);
+
+    #[async_trait]
+    impl RootfsMounts for StuckMounts {
+        async fn mount(&self, _: &[Mount], target: &Path) -> Result<(), MountError> {
+            let call = format!("mount {}", target.display());
+            self.0.lock().expect("lock").push(call);
+            Ok(())
+        }
+
+        fn unmount(&self, target: &Path) -> Result<(), MountError> {
+            let call = format!("unmount {}", target.display());
+            self.0.lock().expect("lock").push(call);
+            Err(MountError::Unmount {
+                target: target.to_path_buf(),
+                source: nix::Error::EBUSY,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rootfs_that_will_not_unmount_still_lets_the_task_go() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        sandbox_bundle(tmp.path());
+        let (svc, events) = service(tmp.path());
+        let mounts = StuckMounts::default();
+        let svc = svc.with_mounts(mounts.clone());
+        let mut request = create_request("pod-1", tmp.path());
+        request.rootfs = vec![Mount {
+            type_: "overlay".into(),
+            source: "overlay".into(),
+            ..Default::default()
+        }];
+        svc.create_task(request).await.expect("create");
+        let deleted = svc
+            .delete_task(DeleteRequest {
+                id: "pod-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("deleted although the unmount failed");
+        assert_eq!(deleted.exit_status, 137, "never started: killed");
+        let rootfs = tmp.path().join("rootfs");
+        assert_eq!(
+            *mounts.0.lock().expect("lock"),
+            [
+                format!("mount {}", rootfs.display()),
+                format!("unmount {}", rootfs.display()),
+            ]
+        );
+        assert_eq!(
+            *events.0.lock().expect("lock"),
+            [
+                ("/tasks/create".to_owned(), None),
+                ("/tasks/delete".to_owned(), Some(137)),
+            ],
+            "containerd hears of the delete"
+        );
+        assert!(matches!(
+            svc.with_task("pod-1", |_| Ok(())),
+            Err(TaskError::NotFound(_))
+        ));
+    }
+
     #[tokio::test]
     async fn sigkill_gives_137_and_duplicates_are_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -860,7 +822,7 @@ mod tests {
             })
             .await;
         assert!(
-            matches!(stop, Err(TaskError::Signal(19))),
+            matches!(stop, Err(TaskError::Signal(SignalError::NotTerminating(_)))),
             "SIGSTOP is refused"
         );
         svc.kill_task(KillRequest {

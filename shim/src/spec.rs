@@ -51,6 +51,19 @@ pub struct DirMount {
     pub readonly: bool,
 }
 
+/// The limits of `linux.resources` that the kernel enforces for us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CFS quota per period, in microseconds (`limits.cpu`).
+    pub cpu_quota: Option<i64>,
+    /// CFS period, in microseconds.
+    pub cpu_period: Option<u64>,
+    /// Relative weight (`requests.cpu`), in cgroup v1 shares.
+    pub cpu_shares: Option<u64>,
+    /// Bytes of memory (`limits.memory`); applied to process cgroups only.
+    pub memory: Option<u64>,
+}
+
 /// The parts of an OCI runtime spec that decide what a Wasm container does.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -78,7 +91,7 @@ pub struct ContainerSpec {
     pub cgroups_path: Option<String>,
     /// `linux.resources`: the kernel enforces them through the cgroup, and
     /// the memory limit also bounds the guest's linear memories.
-    pub limits: crate::cgroup::Limits,
+    pub limits: Limits,
     /// The network namespace the spec puts the container in.
     pub network: Network,
 }
@@ -176,7 +189,7 @@ impl ContainerSpec {
         let linux = spec.linux().as_ref();
         let resources = linux.and_then(|l| l.resources().as_ref());
         let cpu = resources.and_then(|r| r.cpu().as_ref());
-        let limits = crate::cgroup::Limits {
+        let limits = Limits {
             cpu_quota: cpu.and_then(|c| c.quota()),
             cpu_period: cpu.and_then(|c| c.period()),
             cpu_shares: cpu.and_then(|c| c.shares()),
@@ -321,7 +334,7 @@ mod tests {
             s.cgroups_path.as_deref(),
             Some("/kubepods/burstable/pod1/abc")
         );
-        let limits = crate::cgroup::Limits {
+        let limits = Limits {
             cpu_quota: Some(20_000),
             cpu_period: Some(100_000),
             cpu_shares: Some(204),

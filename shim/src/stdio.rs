@@ -4,8 +4,6 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::guest::Stdio;
-
 /// A stream could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
@@ -23,6 +21,17 @@ pub enum StdioError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The standard streams containerd gave the container.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    /// Read end for the guest's stdin; `None` reads as empty.
+    pub stdin: Option<File>,
+    /// Where the guest's stdout goes; `None` discards it.
+    pub stdout: Option<File>,
+    /// Where the guest's stderr goes; `None` discards it.
+    pub stderr: Option<File>,
 }
 
 /// The paths from a create request; empty means "not connected".

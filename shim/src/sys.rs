@@ -64,6 +64,30 @@ pub fn unmount_rootfs(target: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Mounting a task's rootfs, as the task service needs it; a seam so that
+/// what the service does when the node refuses can be tested without root.
+#[async_trait::async_trait]
+pub trait RootfsMounts: Send + Sync + 'static {
+    /// Mounts containerd's snapshot `mounts` at `target`.
+    async fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError>;
+    /// Unmounts whatever is mounted at `target`.
+    fn unmount(&self, target: &Path) -> Result<(), MountError>;
+}
+
+/// The node's own mount table: [`mount_rootfs`] and [`unmount_rootfs`].
+pub struct HostMounts;
+
+#[async_trait::async_trait]
+impl RootfsMounts for HostMounts {
+    async fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        mount_rootfs(mounts, target).await
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), MountError> {
+        unmount_rootfs(target)
+    }
+}
+
 /// A guest thread could not be moved into its network namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {

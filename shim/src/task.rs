@@ -7,8 +7,10 @@ use tokio::sync::watch;
 
 use crate::capabilities::Grants;
 use crate::engine::Program;
-use crate::guest::{self, Exit, KillSwitch, Stdio};
+use crate::guest::{self, Exit, KillSwitch};
+use crate::signal::Signal;
 use crate::spec::ContainerRole;
+use crate::stdio::Stdio;
 use crate::usage::Usage;
 
 /// How and when a task ended.
@@ -166,7 +168,7 @@ impl Task {
     /// Delivers a terminating `signal`. Returns the exit if the task ended
     /// right here (a sandbox, or a task never started); a guest's exit comes
     /// through the `on_exit` given to [`Task::start`].
-    pub fn kill(&mut self, signal: i32) -> Result<Option<Exited>, crate::error::TaskError> {
+    pub fn kill(&mut self, signal: Signal) -> Result<Option<Exited>, crate::error::TaskError> {
         if self.exited().is_some() {
             return Err(crate::error::TaskError::State {
                 id: self.id.clone(),
@@ -179,10 +181,10 @@ impl Task {
                 Ok(None)
             }
             State::Running { guest: None } | State::Created { .. } => {
-                let status = match (self.role, signal) {
+                let status = match self.role {
                     // Like the pause process: a polite stop is a clean exit.
-                    (ContainerRole::Sandbox, libc::SIGTERM | libc::SIGINT) => 0,
-                    _ => 128 + signal as u32,
+                    ContainerRole::Sandbox if signal.is_polite() => 0,
+                    _ => signal.exit_status(),
                 };
                 let exited = Exited::now(status);
                 self.state = State::Stopped;

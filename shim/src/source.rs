@@ -1,5 +1,6 @@
-//! Digests of Wasm files in image layers, remembered across container
-//! starts.
+//! Where a container's Wasm comes from: the file `process.args[0]` names in
+//! its rootfs, or else the Wasm layer of its image in containerd's content
+//! store; and the digests of rootfs files, remembered across starts.
 //!
 //! Before a container's first write, every file in its rootfs comes from
 //! containerd's committed snapshots, which never change: the digest of its
@@ -11,10 +12,17 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use containerd_shim::protos::types::mount::Mount;
 use sha2::{Digest, Sha256};
-use wasmpod_oci::DigestMemo;
+use wasmpod_oci::artifact::WasmLayer;
+use wasmpod_oci::{ContentStore, DigestMemo, SourceError};
+
+use crate::capabilities::Grants;
+use crate::engine::{Origin, Program, WasmEngine};
+use crate::error::TaskError;
+use crate::spec::ContainerSpec;
 
 /// The memo for one container's rootfs.
 #[derive(Debug)]
@@ -129,6 +137,129 @@ fn read_only_layers(mount: &Mount) -> Option<Vec<PathBuf>> {
         _ => return None,
     };
     layers.iter().all(|l| l.is_absolute()).then_some(layers)
+}
+
+/// Where to find containers' images: containerd's gRPC socket and the
+/// namespace this shim serves, connected on first use.
+pub struct Images {
+    address: String,
+    namespace: String,
+    store: tokio::sync::OnceCell<Arc<ContentStore>>,
+}
+
+/// The Wasm layer of a container's image, found in the content store.
+struct ImageLayer {
+    store: Arc<ContentStore>,
+    image: String,
+    layer: WasmLayer,
+}
+
+impl Images {
+    /// Images of `namespace`, read through containerd's gRPC socket at
+    /// `address` once a container needs one.
+    pub fn new(address: String, namespace: String) -> Self {
+        Self {
+            address,
+            namespace,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The Wasm layer of container `id`'s image, if it has an image and
+    /// the image has one.
+    async fn layer_of(&self, id: &str) -> Result<Option<ImageLayer>, TaskError> {
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                ContentStore::connect(&self.address, &self.namespace)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?
+            .clone();
+        let Some(image) = store.container_image(id).await? else {
+            return Ok(None);
+        };
+        let layer = store.wasm_layer(&image).await?;
+        Ok(layer.map(|layer| ImageLayer {
+            store,
+            image,
+            layer,
+        }))
+    }
+}
+
+/// Finds and compiles (or loads from the cache) container `id`'s Wasm: the
+/// file `process.args[0]` names in its rootfs, or else the Wasm layer of
+/// its image. Runs on a blocking thread; `runtime` serves the gRPC calls,
+/// which only a container without the file in its rootfs makes. `rootfs`
+/// is containerd's snapshot of it, which tells whether a digest may be
+/// remembered.
+pub fn load_program(
+    engine: &WasmEngine,
+    images: Option<&Images>,
+    runtime: &tokio::runtime::Handle,
+    id: &str,
+    spec: &ContainerSpec,
+    rootfs: &[Mount],
+    grants: &Grants,
+) -> Result<Program, TaskError> {
+    let entrypoint = spec.args.first().map(String::as_str).unwrap_or_default();
+    let export = spec.export.as_deref();
+    let memo = LayerDigests::for_rootfs(rootfs, engine.cache().dir());
+    let memo = memo.as_ref().map(|m| m as &dyn DigestMemo);
+    let missing = match wasmpod_oci::identify_in_rootfs(&spec.rootfs, entrypoint, memo) {
+        Ok(found) => {
+            let (program, how, digest) =
+                match engine.prepare_cached(&found.digest, &found.origin, export)? {
+                    Some(program) => (program, Origin::Cached, found.digest),
+                    None => {
+                        // Compile the bytes read now, under their own digest.
+                        let source = wasmpod_oci::read_from_rootfs(&spec.rootfs, entrypoint)?;
+                        let (program, how) = engine.prepare(&source, export)?;
+                        (program, how, source.digest)
+                    }
+                };
+            log_created(id, &found.origin, &digest, how, grants);
+            return Ok(program);
+        }
+        Err(e @ (SourceError::NotFound { .. } | SourceError::NoEntrypoint)) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(found) = images
+        .map(|images| runtime.block_on(images.layer_of(id)))
+        .transpose()?
+        .flatten()
+    else {
+        return Err(missing.into());
+    };
+    let ImageLayer {
+        store,
+        image,
+        layer,
+    } = found;
+    let digest = &layer.descriptor.digest;
+    let origin = format!("image:{image}@{digest} ({})", layer.layout);
+    let (program, how) = match engine.prepare_cached(digest, &origin, export)? {
+        Some(program) => (program, Origin::Cached),
+        None => {
+            let source = runtime.block_on(store.read_layer(&image, &layer))?;
+            engine.prepare(&source, export)?
+        }
+    };
+    log_created(id, &origin, digest, how, grants);
+    Ok(program)
+}
+
+fn log_created(id: &str, origin: &str, digest: &str, how: Origin, grants: &Grants) {
+    tracing::info!(
+        %id,
+        origin,
+        digest,
+        cached = how == Origin::Cached,
+        granted = %grants,
+        "container created"
+    );
 }
 
 #[cfg(test)]
