@@ -151,9 +151,17 @@ JSON
     die "containerd ($1) did not start"
 }
 
-# Shims started for this containerd carry its socket in their arguments.
+# Shims started for this containerd carry its socket in their arguments;
+# the compile processes they start (a first server's optimised code, which
+# outlives its pod) run in a bundle under this containerd's state.
 our_shims() {
     pgrep -f -- "containerd-shim-.*-address $sock" || true
+    local pid
+    for pid in $(pgrep -f -- "containerd-shim-wasmpod-v1 compile " || true); do
+        case "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" in
+        "$dir"/*) echo "$pid" ;;
+        esac
+    done
 }
 
 # The CNI portmap plugin (hostPort) adds node-wide nat chains on its first

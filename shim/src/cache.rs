@@ -17,12 +17,21 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use xxhash_rust::xxh3::Xxh3;
 
 /// Default cache directory; the shim's `WASMPOD_CACHE_DIR` overrides it.
 pub const DEFAULT_DIR: &str = "/var/lib/wasmpod/cache";
+
+/// Environment variable that moves the compiled-code cache.
+pub const DIR_ENV: &str = "WASMPOD_CACHE_DIR";
+
+/// The cache directory this process was given, or [`DEFAULT_DIR`].
+pub fn dir_from_env() -> PathBuf {
+    std::env::var_os(DIR_ENV).map_or_else(|| DEFAULT_DIR.into(), Into::into)
+}
 
 /// The cache could not be used; callers compile in memory instead.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +133,31 @@ impl CodeCache {
 
     fn sum_path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{}.sum", self.key(digest)))
+    }
+
+    /// Whether an entry for `digest` is there; a lookup verifies it.
+    pub fn has(&self, digest: &str) -> bool {
+        self.sum_path(digest).exists()
+    }
+
+    /// Waits for this shim's turn to fill the entry for `digest`: shims
+    /// compiling the same program take turns on a lock file beside it, so
+    /// the later ones load what the first stored. `None` when there is no
+    /// lock to be had (a read-only cache): then each compiles on its own.
+    pub fn lock(&self, digest: &str) -> Option<Flock<File>> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .ok()?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.dir.join(format!("{}.lock", self.key(digest))))
+            .ok()?;
+        Flock::lock(file, FlockArg::LockExclusive).ok()
     }
 
     /// Looks `digest` up and, if the entry verifies, hands its path to

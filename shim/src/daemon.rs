@@ -19,14 +19,12 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags, StartOpts};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cgroup::MainThread;
+use crate::cgroup::{Hierarchy, MainThread};
+use crate::compiler::Compiler;
 use crate::engine::WasmEngine;
 use crate::service::TaskService;
 use crate::shim::ContainerdEvents;
 use crate::spec::ContainerSpec;
-
-/// Environment variable that moves the compiled-code cache.
-pub const CACHE_DIR_ENV: &str = "WASMPOD_CACHE_DIR";
 
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
@@ -149,9 +147,13 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let publisher = RemotePublisher::new(&ttrpc_address)
         .await
         .map_err(DaemonError::Events)?;
-    let cache_dir: std::path::PathBuf = std::env::var_os(CACHE_DIR_ENV)
-        .map_or_else(|| crate::cache::DEFAULT_DIR.into(), Into::into);
-    let engine = Arc::new(WasmEngine::new(cache_dir)?);
+    let cache_dir = crate::cache::dir_from_env();
+    // The cgroup the shim started in, before a pod's takes it.
+    let home = Hierarchy::detect(Path::new(crate::cgroup::ROOT))
+        .as_ref()
+        .and_then(crate::cgroup::current);
+    let compiler = Compiler::new(&cache_dir, home);
+    let engine = Arc::new(WasmEngine::new(cache_dir)?.with_background(Arc::new(compiler)));
     let exit = Arc::new(ExitSignal::default());
     let events = ContainerdEvents::new(publisher, flags.namespace.clone());
     let (main_thread, mut main_jobs) = MainThread::new();

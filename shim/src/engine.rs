@@ -1,5 +1,8 @@
-//! The one Wasmtime engine a shim process shares between all its containers,
-//! and turning Wasm bytes into something ready to instantiate.
+//! The Wasmtime engine a shim process shares between all its containers,
+//! and turning Wasm bytes into something ready to instantiate. A second
+//! engine, Winch's, compiles a node's first start of a large wasi:http
+//! server in a fraction of Cranelift's time; Cranelift's code then takes
+//! over (see [`Origin::Baseline`]), compiled by a [`BackgroundCompile`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -20,6 +23,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cache::{self, CodeCache, Lookup};
+use crate::epochs::Epochs;
 use crate::http_grants::OutgoingHttp;
 use crate::limits::MemoryLimit;
 use crate::syscalls::Violation;
@@ -151,7 +155,25 @@ pub enum Program {
         name: String,
     },
     /// A wasi:http/proxy component: served, one instance per request.
-    Http(ProxyPre<ComponentState>),
+    Http(Proxy),
+}
+
+/// A wasi:http/proxy component's code for the next request: on a node's
+/// first start of a large server, baseline code until the optimised code
+/// is compiled, then that.
+#[derive(Clone)]
+pub struct Proxy(watch::Receiver<ProxyPre<ComponentState>>);
+
+impl Proxy {
+    /// Code that is never replaced.
+    fn fixed(pre: ProxyPre<ComponentState>) -> Self {
+        Self(watch::channel(pre).1)
+    }
+
+    /// The code the next request runs.
+    pub fn current(&self) -> ProxyPre<ComponentState> {
+        self.0.borrow().clone()
+    }
 }
 
 /// Compiled code of either kind.
@@ -167,38 +189,37 @@ pub enum Origin {
     Cached,
     /// Compiled now (and stored, if the cache is writable).
     Compiled,
+    /// Compiled now by the baseline compiler, to answer sooner; the
+    /// optimised code is being compiled in the background, stored in the
+    /// cache, and serves the requests after it is ready.
+    Baseline,
 }
 
-/// The shim's engine, its WASI linkers and its code cache.
-pub struct WasmEngine {
+/// Compiles a server's optimised code into the cache away from the
+/// shim's own memory (see `compiler`); returns once the compile has ended.
+pub trait BackgroundCompile: Send + Sync {
+    /// Compiles `source` into the cache.
+    fn compile(&self, source: &WasmSource) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Wasm at least this large that serves wasi:http starts on baseline code
+/// when the node has not compiled it yet: Cranelift takes 6 to 10 s for the
+/// 18 MB Python component on two cores, Winch under 3 s.
+pub const BASELINE_FROM_BYTES: usize = 1 << 20;
+
+/// An engine (one compiler's settings) and its WASI linkers.
+struct Tier {
     engine: Engine,
-    cache: CodeCache,
     // Built on first use: a pod of components never pages in the preview 1
     // registration code, and the reverse.
     modules: OnceLock<Linker<ModuleState>>,
     components: OnceLock<ComponentLinker<ComponentState>>,
 }
 
-impl WasmEngine {
-    /// Builds the engine. `cache_dir` is the node-wide compiled-code cache.
-    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
-        let mut config = Config::new();
-        // Epochs let a kill stop a guest that never returns to the host;
-        // nothing advances the epoch except a kill, so running costs nothing.
-        config
-            .epoch_interruption(true)
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
-            // `.eh_frame` serves only native unwinders (gdb, a profiler's
-            // stack walk); trap backtraces do not use it. Without it every
-            // container start skips registering it with libgcc, and the
-            // compiled code is 3% smaller.
-            .native_unwind_info(false)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(EngineError::Config)?;
-        let cache = CodeCache::new(cache_dir, &engine);
+impl Tier {
+    fn new(config: &Config) -> Result<Self, EngineError> {
         Ok(Self {
-            engine,
-            cache,
+            engine: Engine::new(config).map_err(EngineError::Config)?,
             modules: OnceLock::new(),
             components: OnceLock::new(),
         })
@@ -239,69 +260,6 @@ impl WasmEngine {
         Ok(self.components.get_or_init(|| linker))
     }
 
-    /// The shared engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// The node-wide code cache.
-    pub fn cache(&self) -> &CodeCache {
-        &self.cache
-    }
-
-    /// Compiles `source` (or loads it from the cache) and links it against
-    /// WASI, so that a bad program fails here, at create, and not at start.
-    /// `export` names the function to run instead of the program's own
-    /// entry point.
-    pub fn prepare(
-        &self,
-        source: &WasmSource,
-        export: Option<&str>,
-    ) -> Result<(Program, Origin), EngineError> {
-        let (code, origin) = match source.kind {
-            WasmKind::Module => {
-                let (module, origin) = self.compiled(
-                    source,
-                    |path| cache::load_module(&self.engine, path),
-                    || Module::new(&self.engine, &source.bytes),
-                    Module::serialize,
-                )?;
-                (Code::Module(module), origin)
-            }
-            WasmKind::Component => {
-                let (component, origin) = self.compiled(
-                    source,
-                    |path| cache::load_component(&self.engine, path),
-                    || Component::new(&self.engine, &source.bytes),
-                    Component::serialize,
-                )?;
-                (Code::Component(component), origin)
-            }
-        };
-        Ok((self.link(code, &source.origin, export)?, origin))
-    }
-
-    /// Loads the program whose Wasm has `digest` from the cache alone, so
-    /// that a layer whose code is cached is never read. `None`: not cached.
-    pub fn prepare_cached(
-        &self,
-        digest: &str,
-        origin: &str,
-        export: Option<&str>,
-    ) -> Result<Option<Program>, EngineError> {
-        let load = |path: &std::path::Path| match Engine::detect_precompiled_file(path)? {
-            Some(Precompiled::Module) => cache::load_module(&self.engine, path).map(Code::Module),
-            Some(Precompiled::Component) => {
-                cache::load_component(&self.engine, path).map(Code::Component)
-            }
-            None => Err(wasmtime::format_err!("not a Wasmtime compiled artifact")),
-        };
-        match self.found(digest, self.cache.lookup(digest, load)) {
-            Some(code) => self.link(code, origin, export).map(Some),
-            None => Ok(None),
-        }
-    }
-
     fn link(&self, code: Code, origin: &str, export: Option<&str>) -> Result<Program, EngineError> {
         let unsupported = |source| EngineError::Unsupported {
             origin: origin.to_owned(),
@@ -331,32 +289,242 @@ impl WasmEngine {
                 match CommandPre::new(pre.clone()) {
                     Ok(command) => Ok(Program::Component(command)),
                     Err(not_command) => match ProxyPre::new(pre) {
-                        Ok(proxy) => Ok(Program::Http(proxy)),
+                        Ok(proxy) => Ok(Program::Http(Proxy::fixed(proxy))),
                         Err(_) => Err(unsupported(not_command)),
                     },
                 }
             }
         }
     }
+}
 
-    /// What a cache lookup gave, with corrupt entries logged and counted.
-    fn found<T>(&self, digest: &str, lookup: Lookup<T>) -> Option<T> {
-        match lookup {
-            Lookup::Hit(code) => {
-                tracing::debug!(digest, "loaded compiled code from the cache");
-                Some(code)
-            }
-            Lookup::Miss => None,
-            Lookup::Corrupt(reason) => {
-                tracing::warn!(
-                    digest,
-                    %reason,
-                    corrupt_total = self.cache.stats.corrupt.load(std::sync::atomic::Ordering::Relaxed),
-                    "discarded a corrupt compiled-code cache entry; compiling again"
-                );
-                None
-            }
+/// The shim's engines, their WASI linkers and the code cache.
+pub struct WasmEngine {
+    /// Cranelift, optimising: the code every cached program runs.
+    optimised: Arc<Tier>,
+    /// Winch, built on first use; `None` if Wasmtime refused it.
+    baseline: OnceLock<Option<Arc<Tier>>>,
+    cache: Arc<CodeCache>,
+    baseline_from: usize,
+    /// Where optimised code is compiled after a baseline start; without
+    /// one, on a thread of the shim.
+    background: Option<Arc<dyn BackgroundCompile>>,
+}
+
+/// The settings both engines share.
+fn config() -> Config {
+    let mut config = Config::new();
+    // Epochs let a kill stop a guest that never returns to the host;
+    // nothing advances the epoch except a kill, so running costs nothing.
+    config
+        .epoch_interruption(true)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
+        // `.eh_frame` serves only native unwinders (gdb, a profiler's
+        // stack walk); trap backtraces do not use it. Without it every
+        // container start skips registering it with libgcc, and the
+        // compiled code is 3% smaller.
+        .native_unwind_info(false)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config
+}
+
+impl WasmEngine {
+    /// Builds the engine. `cache_dir` is the node-wide compiled-code cache.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, EngineError> {
+        let optimised = Tier::new(&config())?;
+        let cache = CodeCache::new(cache_dir, &optimised.engine);
+        Ok(Self {
+            optimised: Arc::new(optimised),
+            baseline: OnceLock::new(),
+            cache: Arc::new(cache),
+            baseline_from: BASELINE_FROM_BYTES,
+            background: None,
+        })
+    }
+
+    /// Compiles the optimised code of servers started on baseline code
+    /// with `background`.
+    pub fn with_background(mut self, background: Arc<dyn BackgroundCompile>) -> Self {
+        self.background = Some(background);
+        self
+    }
+
+    /// Starts servers of at least `bytes` of Wasm on baseline code when
+    /// they are not cached (tests lower it).
+    pub fn with_baseline_from(mut self, bytes: usize) -> Self {
+        self.baseline_from = bytes;
+        self
+    }
+
+    /// The engine of cached code.
+    pub fn engine(&self) -> &Engine {
+        &self.optimised.engine
+    }
+
+    /// The epochs of every engine built so far, which a guest's kill ticks.
+    pub fn epochs(&self) -> Epochs {
+        let mut engines = vec![self.optimised.engine.clone()];
+        if let Some(Some(baseline)) = self.baseline.get() {
+            engines.push(baseline.engine.clone());
         }
+        Epochs::of(engines)
+    }
+
+    /// The node-wide code cache.
+    pub fn cache(&self) -> &CodeCache {
+        &self.cache
+    }
+
+    fn baseline(&self) -> Option<&Arc<Tier>> {
+        self.baseline
+            .get_or_init(|| {
+                let mut config = config();
+                config.strategy(wasmtime::Strategy::Winch);
+                Tier::new(&config)
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %wasmpod_oci::error_chain(e), "no baseline compiler: first starts compile optimised code");
+                    })
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_ref()
+    }
+
+    /// Compiles `source` (or loads it from the cache) and links it against
+    /// WASI, so that a bad program fails here, at create, and not at start.
+    /// `export` names the function to run instead of the program's own
+    /// entry point.
+    pub fn prepare(
+        &self,
+        source: &WasmSource,
+        export: Option<&str>,
+    ) -> Result<(Program, Origin), EngineError> {
+        let engine = &self.optimised.engine;
+        let (code, origin) = match source.kind {
+            WasmKind::Module => {
+                let (module, origin) = self.compiled(
+                    source,
+                    |path| cache::load_module(engine, path),
+                    || Module::new(engine, &source.bytes),
+                    Module::serialize,
+                )?;
+                (Code::Module(module), origin)
+            }
+            WasmKind::Component => {
+                if let Some(server) = self.serve_on_baseline(source, export)? {
+                    return Ok((server, Origin::Baseline));
+                }
+                let (component, origin) = self.compiled(
+                    source,
+                    |path| cache::load_component(engine, path),
+                    || Component::new(engine, &source.bytes),
+                    Component::serialize,
+                )?;
+                (Code::Component(component), origin)
+            }
+        };
+        Ok((self.optimised.link(code, &source.origin, export)?, origin))
+    }
+
+    /// A large wasi:http server the node has not compiled yet, on code the
+    /// baseline compiler made in a fraction of Cranelift's time, while
+    /// Cranelift compiles it on a thread of its own. `None`: not such a
+    /// program, or no baseline compiler.
+    fn serve_on_baseline(
+        &self,
+        source: &WasmSource,
+        export: Option<&str>,
+    ) -> Result<Option<Program>, EngineError> {
+        if export.is_some()
+            || source.bytes.len() < self.baseline_from
+            || self.cache.has(&source.digest)
+            || !serves_http(&source.bytes)
+        {
+            return Ok(None);
+        }
+        let Some(baseline) = self.baseline() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let component =
+            Component::new(&baseline.engine, &source.bytes).map_err(|e| EngineError::Compile {
+                origin: source.origin.clone(),
+                kind: source.kind,
+                source: e,
+            })?;
+        // Both an incoming handler and wasi:cli/run: a command, which must
+        // not keep baseline code for its whole run.
+        let Program::Http(proxy) =
+            baseline.link(Code::Component(component), &source.origin, None)?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(
+            digest = %source.digest,
+            bytes = source.bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "compiled by the baseline compiler; compiling optimised code in the background"
+        );
+        let (next, current) = watch::channel(proxy.current());
+        tier_up(
+            self.optimised.clone(),
+            self.cache.clone(),
+            self.background.clone(),
+            source.clone(),
+            next,
+        );
+        Ok(Some(Program::Http(Proxy(current))))
+    }
+
+    /// Loads the program whose Wasm has `digest` from the cache alone, so
+    /// that a layer whose code is cached is never read. `None`: not cached.
+    pub fn prepare_cached(
+        &self,
+        digest: &str,
+        origin: &str,
+        export: Option<&str>,
+    ) -> Result<Option<Program>, EngineError> {
+        let engine = &self.optimised.engine;
+        let load = |path: &std::path::Path| match Engine::detect_precompiled_file(path)? {
+            Some(Precompiled::Module) => cache::load_module(engine, path).map(Code::Module),
+            Some(Precompiled::Component) => {
+                cache::load_component(engine, path).map(Code::Component)
+            }
+            None => Err(wasmtime::format_err!("not a Wasmtime compiled artifact")),
+        };
+        match found(&self.cache, digest, self.cache.lookup(digest, load)) {
+            Some(code) => self.optimised.link(code, origin, export).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Compiles `source` with Cranelift into the cache, unless a good entry
+    /// is there already; `true` if it compiled. Processes compiling the
+    /// same Wasm at once take turns on the entry's lock.
+    pub fn compile_to_cache(&self, source: &WasmSource) -> Result<bool, EngineError> {
+        let _turn = self.cache.lock(&source.digest);
+        let engine = &self.optimised.engine;
+        let origin = match source.kind {
+            WasmKind::Module => {
+                self.compiled(
+                    source,
+                    |path| cache::load_module(engine, path),
+                    || Module::new(engine, &source.bytes),
+                    Module::serialize,
+                )?
+                .1
+            }
+            WasmKind::Component => {
+                self.compiled(
+                    source,
+                    |path| cache::load_component(engine, path),
+                    || Component::new(engine, &source.bytes),
+                    Component::serialize,
+                )?
+                .1
+            }
+        };
+        Ok(origin == Origin::Compiled)
     }
 
     fn compiled<T>(
@@ -366,32 +534,157 @@ impl WasmEngine {
         compile: impl FnOnce() -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
     ) -> Result<(T, Origin), EngineError> {
-        if let Some(code) = self.found(&source.digest, self.cache.lookup(&source.digest, load)) {
+        if let Some(code) = found(
+            &self.cache,
+            &source.digest,
+            self.cache.lookup(&source.digest, load),
+        ) {
             return Ok((code, Origin::Cached));
         }
+        Ok((
+            compile_and_store(&self.cache, source, compile, serialize)?,
+            Origin::Compiled,
+        ))
+    }
+}
+
+/// What a cache lookup gave, with corrupt entries logged and counted.
+fn found<T>(cache: &CodeCache, digest: &str, lookup: Lookup<T>) -> Option<T> {
+    match lookup {
+        Lookup::Hit(code) => {
+            tracing::debug!(digest, "loaded compiled code from the cache");
+            Some(code)
+        }
+        Lookup::Miss => None,
+        Lookup::Corrupt(reason) => {
+            tracing::warn!(
+                digest,
+                %reason,
+                corrupt_total = cache.stats.corrupt.load(std::sync::atomic::Ordering::Relaxed),
+                "discarded a corrupt compiled-code cache entry; compiling again"
+            );
+            None
+        }
+    }
+}
+
+/// Compiles `source` with Cranelift and stores the code in the cache.
+fn compile_and_store<T>(
+    cache: &CodeCache,
+    source: &WasmSource,
+    compile: impl FnOnce() -> wasmtime::Result<T>,
+    serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+) -> Result<T, EngineError> {
+    let started = Instant::now();
+    let code = compile().map_err(|e| EngineError::Compile {
+        origin: source.origin.clone(),
+        kind: source.kind,
+        source: e,
+    })?;
+    tracing::info!(
+        digest = %source.digest,
+        kind = %source.kind,
+        bytes = source.bytes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "compiled"
+    );
+    match serialize(&code) {
+        Ok(artifact) => {
+            if let Err(e) = cache.store(&source.digest, &artifact) {
+                tracing::warn!(error = %e, "compiled code not cached; the next start compiles again");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot serialize compiled code"),
+    }
+    Ok(code)
+}
+
+/// Has a server's optimised code compiled (by `background`, else on this
+/// thread), loads it from the cache and hands it to `next`, whose later
+/// requests then run it. Shims starting the same new server at once take
+/// turns on the entry's lock: the first compiles, the others load what it
+/// stored.
+fn tier_up(
+    optimised: Arc<Tier>,
+    cache: Arc<CodeCache>,
+    background: Option<Arc<dyn BackgroundCompile>>,
+    source: WasmSource,
+    next: watch::Sender<ProxyPre<ComponentState>>,
+) {
+    let digest = source.digest.clone();
+    let work = move || -> Result<(), EngineError> {
         let started = Instant::now();
-        let code = compile().map_err(|e| EngineError::Compile {
-            origin: source.origin.clone(),
-            kind: source.kind,
-            source: e,
-        })?;
+        if let Some(background) = &background
+            && let Err(e) = background.compile(&source)
+        {
+            tracing::warn!(digest = %source.digest, error = %e, "the background compile failed; compiling in the shim");
+        }
+        // Held while a compile in the shim runs; a background compile has
+        // released it, and what it stored loads now.
+        let _turn = cache.lock(&source.digest);
+        let engine = &optimised.engine;
+        let load = |path: &std::path::Path| cache::load_component(engine, path);
+        let component = match found(&cache, &source.digest, cache.lookup(&source.digest, load)) {
+            Some(component) => component,
+            None => compile_and_store(
+                &cache,
+                &source,
+                || Component::new(engine, &source.bytes),
+                Component::serialize,
+            )?,
+        };
+        let Program::Http(proxy) =
+            optimised.link(Code::Component(component), &source.origin, None)?
+        else {
+            return Ok(());
+        };
+        // The server may have ended meanwhile; the cache still has the code.
+        let _ = next.send(proxy.current());
         tracing::info!(
             digest = %source.digest,
-            kind = %source.kind,
-            bytes = source.bytes.len(),
             ms = started.elapsed().as_millis() as u64,
-            "compiled"
+            "optimised code ready: the next requests run it"
         );
-        match serialize(&code) {
-            Ok(artifact) => {
-                if let Err(e) = self.cache.store(&source.digest, &artifact) {
-                    tracing::warn!(error = %e, "compiled code not cached; the next start compiles again");
+        Ok(())
+    };
+    let spawned = std::thread::Builder::new()
+        .name("tier-up".into())
+        .spawn(move || {
+            if let Err(e) = work() {
+                tracing::warn!(error = %wasmpod_oci::error_chain(&e), "no optimised code: the server keeps its baseline code");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(%digest, error = %e, "cannot start the optimised compile: the server keeps its baseline code");
+    }
+}
+
+/// Whether a component exports wasi:http's incoming handler and not
+/// wasi:cli/run: a server, told by its export names without compiling it.
+fn serves_http(bytes: &[u8]) -> bool {
+    let (mut handler, mut command, mut depth) = (false, false, 0u32);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(
+                wasmparser::Payload::ModuleSection { .. }
+                | wasmparser::Payload::ComponentSection { .. },
+            ) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => break,
+            },
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 0 => {
+                for export in exports.into_iter().flatten() {
+                    let name = export.name.name;
+                    handler |= name.starts_with("wasi:http/incoming-handler@");
+                    command |= name.starts_with("wasi:cli/run@");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot serialize compiled code"),
+            Ok(_) => {}
+            Err(_) => return false,
         }
-        Ok((code, Origin::Compiled))
     }
+    handler && !command
 }
 
 /// The exports that run a module, in turn, as `wasmtime run` runs it: the
@@ -499,6 +792,47 @@ mod tests {
             .section(&names)
             .section(&code);
         Module::new(engine, bytes.finish()).expect("a valid module")
+    }
+
+    /// Exports an empty instance from `component` under each of `names`.
+    fn export_instances(component: &mut wasm_encoder::Component, names: &[&str]) {
+        use wasm_encoder::{ComponentExportKind, ComponentExportSection, ComponentInstanceSection};
+        let mut instances = ComponentInstanceSection::new();
+        let mut exports = ComponentExportSection::new();
+        for (index, name) in names.iter().enumerate() {
+            instances.export_items::<&str, _>([]);
+            exports.export(*name, ComponentExportKind::Instance, index as u32, None);
+        }
+        component.section(&instances).section(&exports);
+    }
+
+    fn component(top: &[&str], nested: &[&str]) -> Vec<u8> {
+        let mut inner = wasm_encoder::Component::new();
+        export_instances(&mut inner, nested);
+        let mut outer = wasm_encoder::Component::new();
+        outer.section(&wasm_encoder::NestedComponentSection(&inner));
+        export_instances(&mut outer, top);
+        outer.finish()
+    }
+
+    #[test]
+    fn servers_are_told_by_their_exports_before_any_compile() {
+        const HANDLER: &str = "wasi:http/incoming-handler@0.2.3";
+        const RUN: &str = "wasi:cli/run@0.2.3";
+        assert!(serves_http(&component(&[HANDLER], &[])), "a proxy");
+        assert!(
+            !serves_http(&component(&[HANDLER, RUN], &[])),
+            "a command that also handles requests runs to its end"
+        );
+        assert!(!serves_http(&component(&[RUN], &[])), "a command");
+        assert!(
+            !serves_http(&component(&[], &[HANDLER])),
+            "only the top level's exports count"
+        );
+        let mut cut = component(&[HANDLER], &[]);
+        cut.truncate(cut.len() - 3);
+        assert!(!serves_http(&cut), "a cut component");
+        assert!(!serves_http(b"\0asm\x01\0\0\0"), "a core module");
     }
 
     #[test]

@@ -13,13 +13,14 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use wasmtime::Val;
 use wasmtime::component;
-use wasmtime::{Engine, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 
 use crate::capabilities::{CapabilityError, Grants};
-use crate::engine::{ComponentState, ModuleState, Program, guest_store};
+use crate::engine::{ComponentState, ModuleState, Program, Proxy, guest_store};
+use crate::epochs::Epochs;
 use crate::http_grants::OutgoingHttp;
 use crate::limits::MemoryLimit;
 use crate::sandbox::Walls;
@@ -36,7 +37,7 @@ pub const TRAP_STATUS: u32 = 134;
 /// Asks a running guest to stop.
 #[derive(Debug, Clone)]
 pub struct KillSwitch {
-    engine: Engine,
+    epochs: Epochs,
     signal: watch::Sender<i32>,
 }
 
@@ -53,9 +54,7 @@ impl KillSwitch {
             }
             update
         });
-        // Every store of this engine sees the tick; only the killed one's
-        // callback interrupts, the others carry on.
-        self.engine.increment_epoch();
+        self.epochs.tick();
     }
 }
 
@@ -82,9 +81,10 @@ impl Exit {
 }
 
 /// Starts `program` on a new thread; `on_exit` runs on that thread once the
-/// guest has ended, whichever way.
+/// guest has ended, whichever way. A kill ticks `epochs`, which holds the
+/// engines of the program's code.
 pub fn spawn(
-    engine: &Engine,
+    epochs: Epochs,
     program: Program,
     grants: &Grants,
     stdio: Stdio,
@@ -112,7 +112,7 @@ pub fn spawn(
         Denials::new(stdio.stderr.as_ref().and_then(|f| f.try_clone().ok())),
     );
     let violation = Violation::new(
-        engine,
+        epochs.clone(),
         stdio
             .stderr
             .as_ref()
@@ -141,11 +141,7 @@ pub fn spawn(
         .find(|(k, _)| k == crate::sandbox::probe::ENV)
         .map(|(_, v)| v.clone());
     let (tx, rx) = watch::channel(0);
-    let switch = KillSwitch {
-        engine: engine.clone(),
-        signal: tx,
-    };
-    let engine = engine.clone();
+    let switch = KillSwitch { epochs, signal: tx };
     std::thread::Builder::new()
         .name(format!("guest-{name}"))
         .spawn(move || {
@@ -167,8 +163,8 @@ pub fn spawn(
                         }
                     }
                     match (program, http) {
-                        (Program::Http(pre), Some((grants, stdout))) => serve(
-                            pre,
+                        (Program::Http(proxy), Some((grants, stdout))) => serve(
+                            proxy,
                             grants,
                             stdout,
                             stderr_copy,
@@ -177,7 +173,6 @@ pub fn spawn(
                             violation.clone(),
                         ),
                         (program, _) => run_to_exit(
-                            &engine,
                             program,
                             builder,
                             outgoing,
@@ -232,7 +227,7 @@ pub enum SpawnError {
 
 /// Serves a wasi:http/proxy component on this thread until it is killed.
 fn serve(
-    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<ComponentState>,
+    proxy: Proxy,
     grants: Grants,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -242,7 +237,7 @@ fn serve(
 ) -> Exit {
     match runtime(&violation) {
         Ok(runtime) => Exit::status(runtime.block_on(crate::http::serve(
-            pre, grants, stdout, stderr, usage, kill, violation,
+            proxy, grants, stdout, stderr, usage, kill, violation,
         ))),
         Err(e) => {
             report(
@@ -268,7 +263,6 @@ fn runtime(violation: &Arc<Violation>) -> std::io::Result<tokio::runtime::Runtim
 
 #[allow(clippy::too_many_arguments)]
 fn run_to_exit(
-    engine: &Engine,
     program: Program,
     builder: WasiCtxBuilder,
     outgoing: OutgoingHttp,
@@ -294,7 +288,7 @@ fn run_to_exit(
             biased;
             signal = kill.wait_for(|s| *s != 0) => Err(signal.map(|s| *s).unwrap_or(libc::SIGKILL)),
             () = violation.wait() => Err(libc::SIGSYS),
-            result = run(engine, program, builder, outgoing, limit, killed.clone(), violation.clone()) => Ok(result),
+            result = run(program, builder, outgoing, limit, killed.clone(), violation.clone()) => Ok(result),
         }
     });
     drop(runtime);
@@ -351,7 +345,6 @@ fn report(stderr: Option<&File>, message: &str) {
 /// Runs the guest to completion; `Ok` carries its exit status. Also gives
 /// the memory the limit refused, if it refused any.
 async fn run(
-    engine: &Engine,
     program: Program,
     mut builder: WasiCtxBuilder,
     outgoing: OutgoingHttp,
@@ -362,7 +355,7 @@ async fn run(
     match program {
         Program::Module { pre, calls } => {
             let state = ModuleState::new(builder.build_p1(), limit);
-            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
+            let mut store = guest_store(pre.module().engine(), state, kill, violation, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 for name in &calls {
@@ -381,7 +374,7 @@ async fn run(
         }
         Program::Component(pre) => {
             let state = ComponentState::new(builder.build(), outgoing, limit);
-            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
+            let mut store = guest_store(pre.engine(), state, kill, violation, |s| s != 0);
             let result = async {
                 let command = pre.instantiate_async(&mut store).await?;
                 let result = command.wasi_cli_run().call_run(&mut store).await?;
@@ -392,7 +385,7 @@ async fn run(
         }
         Program::ComponentFunc { pre, name } => {
             let state = ComponentState::new(builder.build(), outgoing, limit);
-            let mut store = guest_store(engine, state, kill, violation, |s| s != 0);
+            let mut store = guest_store(pre.engine(), state, kill, violation, |s| s != 0);
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 let func = instance.get_func(&mut store, &name).ok_or_else(|| {

@@ -19,12 +19,11 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::io::TokioIo;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::capabilities::Grants;
-use crate::engine::ComponentState;
+use crate::engine::{ComponentState, Proxy};
 use crate::http_grants::{HttpGrants, OutgoingHttp};
 use crate::limits::MemoryLimit;
 use crate::sockets::Denials;
@@ -32,7 +31,7 @@ use crate::usage::Usage;
 
 /// What every request's store is made from.
 struct Requests {
-    pre: ProxyPre<ComponentState>,
+    proxy: Proxy,
     grants: Grants,
     http: Arc<HttpGrants>,
     stdout: Option<File>,
@@ -78,14 +77,16 @@ impl Requests {
         self: Arc<Self>,
         request: hyper::Request<Incoming>,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
-        let mut store = self.store(self.pre.engine())?;
+        // The code compiled last: a first pod's baseline code until the
+        // optimised code is ready (engine.rs).
+        let pre = self.proxy.current();
+        let mut store = self.store(pre.engine())?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.pre.clone();
         // The handler may go on streaming the body after it has set the
         // response, so it runs as a task of its own.
         let task = tokio::spawn(async move {
@@ -135,10 +136,10 @@ fn status(code: u16) -> hyper::Response<HyperOutgoingBody> {
     response
 }
 
-/// Serves `pre` on `port` until killed; returns the exit status. Must run
+/// Serves `proxy` on `port` until killed; returns the exit status. Must run
 /// on the guest's thread, already in the pod's network namespace.
 pub async fn serve(
-    pre: ProxyPre<ComponentState>,
+    proxy: Proxy,
     grants: Grants,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -148,7 +149,7 @@ pub async fn serve(
 ) -> u32 {
     let port = grants.http_port;
     let requests = Arc::new(Requests {
-        pre,
+        proxy,
         http: Arc::new(grants.http_connect.clone()),
         grants,
         stdout,

@@ -9,8 +9,10 @@
 pub mod cache;
 pub mod capabilities;
 pub mod cgroup;
+pub mod compiler;
 pub mod daemon;
 pub mod engine;
+pub mod epochs;
 pub mod error;
 pub mod guest;
 pub mod http;

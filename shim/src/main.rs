@@ -3,10 +3,18 @@
 use anyhow::{Context, bail};
 use containerd_shim::Config;
 use containerd_shim_wasmpod::shim::{RUNTIME_TYPE, WasmpodShim};
-use containerd_shim_wasmpod::{daemon, logging};
+use containerd_shim_wasmpod::{compiler, daemon, logging};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == compiler::ACTION) {
+        // Started by a shim, in its bundle: logs go to the shim's fifo.
+        logging::init_fifo_only(false);
+        return compiler::process(&args[1..]).map(drop).map_err(|e| {
+            tracing::warn!(error = %containerd_shim_wasmpod::error::chain(&e), "compile process failed");
+            e.into()
+        });
+    }
     let flags = containerd_shim::parse(&args)?;
     limit_malloc_arenas();
     // The server's own work is small (ttrpc, events); guests run on their

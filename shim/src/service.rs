@@ -242,23 +242,38 @@ impl<E: EventSink> TaskService<E> {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let grants = Grants::for_container(&spec)?;
-            let program = match spec.role {
-                ContainerRole::Sandbox => {
-                    tracing::info!(%id, "pod sandbox created");
-                    None
-                }
-                ContainerRole::Guest => Some(load_program(
-                    &engine,
-                    images.as_deref(),
-                    &runtime,
-                    &id,
-                    &spec,
-                    &rootfs,
-                    &grants,
-                )?),
-            };
-            let stdio = stdio_paths.open()?;
+            // Joined before the compile: on cgroup v1 the memory it keeps
+            // (baseline code) is then charged where the kubelet reads this
+            // container's memory, not to the sandbox.
             let cgroup = cgroups.join(&id, &spec, pid);
+            let made = (|| {
+                let program = match spec.role {
+                    ContainerRole::Sandbox => {
+                        tracing::info!(%id, "pod sandbox created");
+                        None
+                    }
+                    ContainerRole::Guest => Some(load_program(
+                        &engine,
+                        images.as_deref(),
+                        &runtime,
+                        &id,
+                        &spec,
+                        &rootfs,
+                        &grants,
+                    )?),
+                };
+                Ok::<_, TaskError>((program, stdio_paths.open()?))
+            })();
+            let (program, stdio) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    if let Some(cgroup) = &cgroup {
+                        let sandbox = spec.role == ContainerRole::Sandbox;
+                        cgroups.leave(&id, cgroup, sandbox, pid);
+                    }
+                    return Err(e);
+                }
+            };
             let mut task = Task::new(id, bundle, spec.role, grants, program, stdio, stdio_paths);
             if let Some(cgroup) = cgroup {
                 task.usage = Usage::in_cgroup(cgroup);
@@ -294,7 +309,7 @@ impl<E: EventSink> TaskService<E> {
         let events = self.events.clone();
         let (id_owned, pid) = (id.to_owned(), self.pid);
         self.with_task(id, |task| {
-            task.start(self.engine.engine(), move |exited| {
+            task.start(self.engine.epochs(), move |exited| {
                 tracing::info!(id = %id_owned, status = exited.status, "container exited");
                 runtime.spawn(async move {
                     // TaskStart goes out first, whatever the race.

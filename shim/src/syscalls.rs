@@ -28,6 +28,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use crate::epochs::Epochs;
+
 /// Exit status of a guest stopped for a forbidden system call.
 pub const VIOLATION_STATUS: u32 = 128 + libc::SIGSYS as u32;
 
@@ -321,15 +323,13 @@ pub struct Violation {
     syscall: AtomicI64,
     wake: OwnedFd,
     stderr: Option<OwnedFd>,
-    engine: wasmtime::Engine,
+    epochs: Epochs,
 }
 
 impl Violation {
-    /// A record for a guest of `engine` whose stderr is `stderr`.
-    pub fn new(
-        engine: &wasmtime::Engine,
-        stderr: Option<OwnedFd>,
-    ) -> Result<Arc<Self>, SyscallError> {
+    /// A record for a guest whose stores are of `epochs`' engines and whose
+    /// stderr is `stderr`.
+    pub fn new(epochs: Epochs, stderr: Option<OwnedFd>) -> Result<Arc<Self>, SyscallError> {
         // SAFETY: eventfd(2) returns a new fd or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -341,7 +341,7 @@ impl Violation {
             syscall: AtomicI64::new(-1),
             wake,
             stderr,
-            engine: engine.clone(),
+            epochs,
         }))
     }
 
@@ -412,9 +412,9 @@ impl Violation {
         let one = 1u64.to_ne_bytes();
         // SAFETY: as above; an eventfd takes 8 bytes.
         unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-        // Every store of the engine checks its deadline; the guest's see
-        // the record and trap.
-        self.engine.increment_epoch();
+        // Every store checks its deadline; the guest's see the record and
+        // trap.
+        self.epochs.tick();
     }
 }
 
@@ -534,7 +534,8 @@ mod tests {
     fn a_forbidden_call_fails_is_reported_and_wakes_the_guest() {
         let engine = wasmtime::Engine::default();
         let (read, write) = nix::unistd::pipe().expect("pipe");
-        let violation = Violation::new(&engine, Some(write)).expect("violation record");
+        let violation =
+            Violation::new(Epochs::from(&engine), Some(write)).expect("violation record");
         let guest = violation.clone();
         let (unregistered, recorded_before, registered, allowed) = std::thread::spawn(move || {
             let _registered = guest.enter();

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::capabilities::Grants;
 use crate::engine::Program;
+use crate::epochs::Epochs;
 use crate::guest::{self, Exit, KillSwitch};
 use crate::signal::Signal;
 use crate::spec::ContainerRole;
@@ -112,7 +113,7 @@ impl Task {
     /// ends; the task's exit watch is already set by then.
     pub fn start(
         &mut self,
-        engine: &wasmtime::Engine,
+        epochs: Epochs,
         on_exit: impl FnOnce(Exited) + Send + 'static,
     ) -> Result<(), crate::error::TaskError> {
         let (program, stdio) = match std::mem::replace(&mut self.state, State::Stopped) {
@@ -137,7 +138,7 @@ impl Task {
         };
         let exit = self.exit.clone();
         let spawned = guest::spawn(
-            engine,
+            epochs,
             program,
             &self.grants,
             stdio,

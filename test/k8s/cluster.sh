@@ -361,7 +361,7 @@ node_down() {
     done
     touch "$d/stop"
     local sock=$d/run/containerd.sock ctr
-    ctr=$WASMPOD_CACHE/containerd/$(cat "$d/suite" 2>/dev/null)/usr/bin/ctr
+    ctr=$WASMPOD_CACHE/containerd/$(cat "$d/suite" 2>/dev/null || true)/usr/bin/ctr
     if [ -S "$sock" ] && [ -x "$ctr" ]; then
         # The CRI's pods: stop and remove them so CNI takes their networks down.
         local p
@@ -382,7 +382,14 @@ node_down() {
     fi
     local shims
     shims=$(pgrep -f -- "containerd-shim-.*-address $sock" || true)
-    [ -z "$shims" ] || kill -9 $shims 2>/dev/null || true
+    # And the compile processes of their first servers, which outlive pods
+    # and would write into the node's cache after it is gone.
+    for pid in $(pgrep -f -- "containerd-shim-wasmpod-v1 compile " || true); do
+        case "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" in
+        "$d"/*) shims="$shims $pid" ;;
+        esac
+    done
+    [ -z "${shims// /}" ] || kill -9 $shims 2>/dev/null || true
     ip link delete "$node_bridge" 2>/dev/null || true
     ip route del blackhole "$service_cidr" 2>/dev/null || true
     ip addr del "$node_ip/32" dev lo 2>/dev/null || true

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -950,5 +951,148 @@ fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
             logs.contains(&format!("wasmpod: denied: HTTP request to {gateway}:9; the pod annotation wasmpod.dev/http-connect: \"{gateway}\" would grant it")),
             "{logs}"
         );
+    });
+}
+
+/// How often the containerd log has `needle` (the shims log to it).
+fn count_in_log(needle: &str) -> usize {
+    std::fs::read_to_string(var("WASMPOD_CONTAINERD_LOG"))
+        .expect("containerd log")
+        .matches(needle)
+        .count()
+}
+
+/// Removes every entry of the compiled-code cache: a node that has compiled
+/// nothing.
+fn clear_code_cache(cache: &Path) {
+    if let Ok(entries) = std::fs::read_dir(cache) {
+        for entry in entries {
+            let path = entry.expect("cache entry").path();
+            if path.is_file() {
+                std::fs::remove_file(path).expect("clear the cache");
+            }
+        }
+    }
+}
+
+/// How many compiled programs the cache holds.
+fn cached_programs(cache: &Path) -> usize {
+    std::fs::read_dir(cache).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            })
+            .count()
+    })
+}
+
+/// Compile processes of the shim still running.
+fn compile_processes() -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", "containerd-shim-wasmpod-v1 compile"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn a_first_server_answers_on_baseline_code_then_runs_optimised_code() {
+    const BASELINE: &str = "compiled by the baseline compiler";
+    const READY: &str = "optimised code ready: the next requests run it";
+    const COMPILED: &str = "compile process done";
+    // Cranelift on two busy cores: well under a minute.
+    const COMPILE_WITHIN: Duration = Duration::from_secs(120);
+    let cache = PathBuf::from(var("WASMPOD_WASM_CACHE"));
+    clear_code_cache(&cache);
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        let pod = Pod::example("http.yaml");
+        let (baseline, ready, compiled) = (
+            count_in_log(BASELINE),
+            count_in_log(READY),
+            count_in_log(COMPILED),
+        );
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let (name, _) = running.containers[0].clone();
+        assert_eq!(count_in_log(BASELINE), baseline + 1, "no baseline compile");
+        kubelet
+            .wait_ready(&pod, &running, &name, Duration::from_secs(30))
+            .await
+            .expect("the pod turns ready on baseline code");
+        let ip = running.ip.clone();
+        assert_eq!(
+            http_get(&ip, 8080, "/early").expect("GET /early"),
+            (200, "hello from wasi:http /early\n".to_owned())
+        );
+        let deadline = Instant::now() + COMPILE_WITHIN;
+        while count_in_log(READY) == ready {
+            assert!(Instant::now() < deadline, "the optimised code never came");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            count_in_log(COMPILED),
+            compiled + 1,
+            "not compiled by a compile process"
+        );
+        assert_eq!(
+            http_get(&ip, 8080, "/later").expect("GET /later"),
+            (200, "hello from wasi:http /later\n".to_owned())
+        );
+        assert_eq!(
+            cached_programs(&cache),
+            1,
+            "the optimised code is not cached"
+        );
+        kubelet.remove(&running).await.expect("pod removed");
+
+        // The next pod loads the optimised code: no baseline compile.
+        let running = kubelet.run(&pod).await.expect("second pod runs");
+        let (name, _) = running.containers[0].clone();
+        kubelet
+            .wait_ready(&pod, &running, &name, Duration::from_secs(30))
+            .await
+            .expect("the second pod turns ready");
+        assert_eq!(
+            http_get(&running.ip, 8080, "/second").expect("GET /second"),
+            (200, "hello from wasi:http /second\n".to_owned())
+        );
+        assert_eq!(
+            count_in_log(BASELINE),
+            baseline + 1,
+            "the second pod compiled"
+        );
+        kubelet.remove(&running).await.expect("second pod removed");
+
+        // A first pod that is gone before its optimised code is ready: the
+        // compile process finishes the entry anyway, then ends.
+        clear_code_cache(&cache);
+        let running = kubelet.run(&pod).await.expect("short pod runs");
+        let (name, _) = running.containers[0].clone();
+        kubelet
+            .wait_ready(&pod, &running, &name, Duration::from_secs(30))
+            .await
+            .expect("the short pod turns ready");
+        kubelet.remove(&running).await.expect("short pod removed");
+        assert!(
+            cached_programs(&cache) > 0 || compile_processes() > 0,
+            "nothing cached and no compile process left running"
+        );
+        assert_eq!(
+            count_in_log(BASELINE),
+            baseline + 2,
+            "the short pod did not start on baseline code"
+        );
+        let deadline = Instant::now() + COMPILE_WITHIN;
+        while cached_programs(&cache) == 0 || compile_processes() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the compile ended with the pod: {} cached, {} compiling",
+                cached_programs(&cache),
+                compile_processes()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     });
 }

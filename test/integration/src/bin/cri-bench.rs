@@ -30,6 +30,18 @@ use wasmpod_integration::var;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
+/// How many compiled programs the cache at `dir` holds.
+fn cached_programs(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            })
+            .count()
+    })
+}
+
 /// Keep-alive connections of the load.
 const CONNECTIONS: usize = 4;
 /// Requests each connection sends.
@@ -340,9 +352,22 @@ async fn bench(runs: usize) -> Result<()> {
 
     // The first pod of each kind: the image's first unpack, and for Wasm
     // an empty compiled-code cache.
-    std::fs::remove_dir_all(var("WASMPOD_WASM_CACHE")).ok();
+    let cache = PathBuf::from(var("WASMPOD_WASM_CACHE"));
+    std::fs::remove_dir_all(&cache).ok();
     let (pod, wasm_first) = start(&mut kubelet, &wasm_pod("first-wasm")?).await?;
     kubelet.remove(&pod).await?;
+    // A large server's first start runs baseline code while its optimised
+    // code compiles; the warm runs below must find that in the cache.
+    let answered = Instant::now();
+    let tier_up = loop {
+        if cached_programs(&cache) > 0 {
+            break answered.elapsed().as_secs_f64() * 1000.0;
+        }
+        if answered.elapsed() > Duration::from_secs(180) {
+            return Err("the first pod's optimised code was not cached within 180 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let (pod, native_first) = start(&mut kubelet, &native_pod("first-native")?).await?;
     kubelet.remove(&pod).await?;
 
@@ -412,6 +437,9 @@ async fn bench(runs: usize) -> Result<()> {
     }
     println!("| first runc pod (image unpacked) | {native_first:.1} | | |");
     println!("| first wasmpod pod (empty compiled-code cache) | {wasm_first:.1} | | |");
+    println!(
+        "| first wasmpod pod: its optimised code cached, after its first 200 | {tier_up:.1} | | |"
+    );
     println!();
     println!(
         "Where the time goes: p50 ms of each CRI call, and of the wait from StartContainer's return to the first 200"
