@@ -137,7 +137,7 @@ installer-image: dist
 
 # Measures the shipped binaries, after their smoke tests.
 bench: fixtures dist k8s
-	$(PATHS) $(CARGO) build $(RELEASE) -p wasmpod-integration --bin create-container --bin cri-bench
+	$(PATHS) $(CARGO) build $(RELEASE) -p wasmpod-integration --bin create-container --bin cri-bench --bin churn
 	$(PATHS) test/hot-symbols.py --report "$$CARGO_TARGET_DIR/release/containerd-shim-wasmpod-v1"
 	$(PATHS) WASMPOD_BIN="$$CARGO_TARGET_DIR/release" WASMPOD_TESTS=ctr WASMPOD_KEEP= \
 		$(TIMED) "smoke tests of the release shim" test/integration.sh bookworm "$$WASMPOD_FIXTURES" $(SMOKE)

@@ -6,9 +6,10 @@ Measures wall time of `ctr run --rm` for the hello component through wasmpod
 built natively and run by runc; the shim's memory; and how long a SIGKILL
 takes to end a guest spinning in a loop. Then, on a containerd that unpacks
 Wasm artifacts, pull-to-running of a 5 MB component from the local registry
-and cold/warm starts of artifacts. Last, pods through the CRI: start to first
+and cold/warm starts of artifacts. Then, pods through the CRI: start to first
 HTTP response, req/s and idle memory of a wasi:http pod against its native
-twin under runc (test/integration/src/bin/cri-bench.rs). Prints Markdown
+twin under runc (test/integration/src/bin/cri-bench.rs). Last, task churn
+through containerd's API (test/integration/src/bin/churn.rs). Prints Markdown
 tables.
 
     test/bench.py FIXTURES_DIR [--suite bookworm] [--artifact-suite forky] [--runs 30]
@@ -330,6 +331,25 @@ def cri_bench(fixtures, suite, runs):
     print(out.stdout, end="")
 
 
+def churn_bench(fixtures, suite, tasks, parallel):
+    """Task churn through containerd's API: hello under wasmpod against
+    its native twin under runc (the churn tool prints the tables and fails
+    if anything of the churn is left on the node)."""
+    c = Containerd(suite)
+    try:
+        env = dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env)
+        version = sh(c.ctr_bin, "--version").stdout.split()[2]
+        out = subprocess.run([os.path.join(BIN, "churn"), str(tasks), str(parallel)],
+                             env=env, capture_output=True, text=True)
+    finally:
+        c.stop()
+    if out.returncode != 0:
+        sys.exit(f"churn failed: {out.stdout}{out.stderr}")
+    print()
+    print(f"containerd {version} (Debian {suite}).", end=" ")
+    print(out.stdout, end="")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
@@ -395,6 +415,7 @@ def main():
 
     artifact_bench(a.fixtures, a.artifact_suite, a.runs)
     cri_bench(a.fixtures, a.suite, max(5, a.runs // 3))
+    churn_bench(a.fixtures, a.suite, int(os.environ.get("BENCH_CHURN_TASKS", "200")), 4)
 
 
 if __name__ == "__main__":
