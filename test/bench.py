@@ -313,41 +313,39 @@ def artifact_bench(fixtures, suite, runs):
           f"{pct(warm, 50) - pct(hello_warm, 50):+.1f} | |")
 
 
-def cri_bench(fixtures, suite, runs):
-    """Pods through containerd's CRI: the wasi:http example pod against its
-    native twin under runc (cri-bench prints the tables)."""
+def tool_on(fixtures, suite, argv):
+    """Runs one of the bench tools against a containerd of `suite` started
+    for it: that containerd's version and what the tool printed."""
     c = Containerd(suite)
     try:
         env = dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env)
         version = sh(c.ctr_bin, "--version").stdout.split()[2]
-        out = subprocess.run([os.path.join(BIN, "cri-bench"), str(runs)],
+        out = subprocess.run([os.path.join(BIN, argv[0]), *argv[1:]],
                              env=env, capture_output=True, text=True)
     finally:
         c.stop()
     if out.returncode != 0:
-        sys.exit(f"cri-bench failed: {out.stdout}{out.stderr}")
+        sys.exit(f"{argv[0]} failed: {out.stdout}{out.stderr}")
+    return version, out.stdout
+
+
+def cri_bench(fixtures, suite, runs):
+    """Pods through containerd's CRI: the wasi:http example pod against its
+    native twin under runc (cri-bench prints the tables)."""
+    version, out = tool_on(fixtures, suite, ["cri-bench", str(runs)])
     print()
     print(f"containerd {version} (Debian {suite}), its CRI plugin and a CNI bridge.", end=" ")
-    print(out.stdout, end="")
+    print(out, end="")
 
 
 def churn_bench(fixtures, suite, tasks, parallel):
     """Task churn through containerd's API: hello under wasmpod against
     its native twin under runc (the churn tool prints the tables and fails
     if anything of the churn is left on the node)."""
-    c = Containerd(suite)
-    try:
-        env = dict(os.environ, WASMPOD_FIXTURES=fixtures, **c.env)
-        version = sh(c.ctr_bin, "--version").stdout.split()[2]
-        out = subprocess.run([os.path.join(BIN, "churn"), str(tasks), str(parallel)],
-                             env=env, capture_output=True, text=True)
-    finally:
-        c.stop()
-    if out.returncode != 0:
-        sys.exit(f"churn failed: {out.stdout}{out.stderr}")
+    version, out = tool_on(fixtures, suite, ["churn", str(tasks), str(parallel)])
     print()
     print(f"containerd {version} (Debian {suite}).", end=" ")
-    print(out.stdout, end="")
+    print(out, end="")
 
 
 def main():

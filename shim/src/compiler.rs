@@ -5,7 +5,9 @@
 //! and the compile's memory (about 280 MB for the 18 MB Python component)
 //! is charged to the cgroup the shim started in, not to the pod's limit.
 //! The process runs at a lower CPU priority than the guests it compiles
-//! for, since they already answer on baseline code.
+//! for, since they already answer on baseline code, and behind walls: no
+//! capabilities, no new privileges, and with Landlock no file but the
+//! cache's and no network.
 #![allow(unsafe_code)]
 
 use std::ffi::OsString;
@@ -19,6 +21,7 @@ use wasmpod_oci::{WasmKind, WasmSource};
 
 use crate::cgroup::Cgroup;
 use crate::engine::{BackgroundCompile, EngineError, WasmEngine};
+use crate::sandbox::Walls;
 
 /// The shim binary's first argument that makes it a compile process.
 pub const ACTION: &str = "compile";
@@ -148,7 +151,38 @@ pub fn process(args: &[OsString]) -> Result<bool, CompilerError> {
         }
         libc::alarm(TIME_LIMIT_SECS);
     }
-    run(args, io::stdin().lock(), crate::cache::dir_from_env())
+    let cache_dir = crate::cache::dir_from_env();
+    confine(&cache_dir);
+    run(args, io::stdin().lock(), cache_dir)
+}
+
+/// Walls the compile of untrusted Wasm in: no capabilities, no new
+/// privileges, and (where the kernel has Landlock) no file but the cache's
+/// and no network. The cache directory is root's own, so writing it needs
+/// no capability. A wall that cannot go up is logged; the compile goes on,
+/// as it would have in the shim.
+fn confine(cache_dir: &std::path::Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    // Landlock rules name existing directories.
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(cache_dir)
+    {
+        tracing::warn!(cache = %cache_dir.display(), error = %e, "cannot create the cache directory");
+    }
+    let walls = Walls::new(vec![cache_dir.to_owned()], Vec::new(), false);
+    match walls.apply_to_process() {
+        Ok(landlock) => {
+            tracing::debug!(
+                ?landlock,
+                "compile process: no capabilities, no_new_privs, files of the cache only"
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the compile process runs without its walls")
+        }
+    }
 }
 
 /// Compiles: `args` are what follows [`ACTION`], `input` the

@@ -160,6 +160,20 @@ impl Walls {
         Ok(in_force)
     }
 
+    /// Puts up the walls without the system call filter (a compile needs
+    /// calls no guest makes) around the calling thread and the threads it
+    /// starts later: for a process that has started none yet, the whole
+    /// process.
+    pub fn apply_to_process(&self) -> Result<Confinement, SandboxError> {
+        let landlock = self.confine().map_err(SandboxError::Landlock)?;
+        drop_capabilities()?;
+        Ok(match landlock.ruleset {
+            RulesetStatus::FullyEnforced => Confinement::Full,
+            RulesetStatus::PartiallyEnforced => Confinement::Partial,
+            RulesetStatus::NotEnforced => Confinement::None,
+        })
+    }
+
     fn confine(&self) -> Result<landlock::RestrictionStatus, landlock::RulesetError> {
         let abi = LANDLOCK_ABI;
         let mut ruleset = Ruleset::default()

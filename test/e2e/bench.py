@@ -73,6 +73,17 @@ def main():
         # The first Wasm pod on this node compiles the component; the rest
         # load the node's cache, as they would in production.
         cold = time_to_ready("wasm", 1)
+        # It answered on baseline code; its optimised code compiles in the
+        # background, and the warm rounds below must find it cached.
+        cache = os.path.join(os.environ["WASMPOD_KUBE_NODE_DIR"], "wasm-cache")
+        ready = time.monotonic()
+        e2e.wait_until(
+            "the first pod's optimised code in the node's cache",
+            lambda: os.path.isdir(cache) and any(n.endswith(".cwasm") for n in os.listdir(cache)),
+            180,
+            0.1,
+        )
+        tier_up = time.monotonic() - ready
         results = {}
         for kind in ("wasm", "native"):
             time_to_ready(kind, 1)  # the image pulled, caches warm
@@ -92,7 +103,8 @@ def main():
     print(f"|---|---:|---:|---:|")
     print(f"| one pod, p50 of {ROUNDS_ONE} | {w1:.2f} s | {n1:.2f} s | {w1 / n1:.2f}x |")
     print(f"| Deployment of 10 replicas, p50 of {ROUNDS_TEN} | {w10:.2f} s | {n10:.2f} s | {w10 / n10:.2f}x |")
-    print(f"| the first Wasm pod on the node (compiles the component) | {cold:.2f} s | | |")
+    print(f"| the first Wasm pod on the node (baseline code, Winch) | {cold:.2f} s | | |")
+    print(f"| its optimised code cached, after it was deleted | {tier_up:.2f} s | | |")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,27 @@ pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
         .collect()
 }
 
+/// How many compiled programs (`.cwasm` entries) the cache at `dir` holds.
+pub fn cached_programs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            })
+            .count()
+    })
+}
+
+/// The value of `name` (as `CapEff:`) in a `/proc/PID/status` text; empty
+/// if it has none.
+pub fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map_or("", str::trim)
+}
+
 /// Sends `signal` to this suite's containerd (test/containerd.sh started it)
 /// and waits, at most 20 s, until it is gone: SIGTERM as a service manager
 /// stops it, SIGKILL as a crash does.

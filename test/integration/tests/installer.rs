@@ -836,14 +836,7 @@ fn the_charts_installer_pod_installs_into_the_containerd_it_runs_on() {
         );
         // It did that as root with no capability and no way to gain one.
         let (pid, status) = installer_process(&node.config).expect("the installer stays running");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let field = |name: &str| wasmpod_integration::status_field(&status, name);
         assert_eq!(field("CapEff:"), "0000000000000000", "pid {pid}: {status}");
         assert_eq!(field("CapBnd:"), "0000000000000000", "pid {pid}: {status}");
         assert_eq!(field("NoNewPrivs:"), "1", "pid {pid}: {status}");

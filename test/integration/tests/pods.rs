@@ -17,7 +17,7 @@ use wasmpod_integration::pod::{
     ExecAction, HostPath, PortRef, TcpSocketAction, Volume, VolumeMount,
 };
 use wasmpod_integration::probe::{Outcome, Vantage};
-use wasmpod_integration::{http, ok, unique, var};
+use wasmpod_integration::{cached_programs, http, ok, status_field, unique, var};
 
 /// The namespace containerd's CRI plugin keeps its images and pods in.
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -975,25 +975,29 @@ fn clear_code_cache(cache: &Path) {
     }
 }
 
-/// How many compiled programs the cache holds.
-fn cached_programs(cache: &Path) -> usize {
-    std::fs::read_dir(cache).map_or(0, |entries| {
-        entries
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-            })
-            .count()
-    })
-}
-
-/// Compile processes of the shim still running.
-fn compile_processes() -> usize {
+/// Compile processes of the shim still running: their pids.
+fn compile_processes() -> Vec<u32> {
     let out = Command::new("pgrep")
-        .args(["-f", "containerd-shim-wasmpod-v1 compile"])
+        .args(["-f", "containerd-shim-wasmpod-v1 compile "])
         .output()
         .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` holds a capability or may gain privileges; `None`
+/// once it is gone.
+fn privileged(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status_field(&status, name);
+    Some(
+        ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
+            .iter()
+            .any(|f| !field(f).trim_start_matches('0').is_empty())
+            || field("NoNewPrivs:") != "1",
+    )
 }
 
 #[test]
@@ -1075,20 +1079,28 @@ fn a_first_server_answers_on_baseline_code_then_runs_optimised_code() {
             .await
             .expect("the short pod turns ready");
         kubelet.remove(&running).await.expect("short pod removed");
+        let compiling = compile_processes();
         assert!(
-            cached_programs(&cache) > 0 || compile_processes() > 0,
+            cached_programs(&cache) > 0 || !compiling.is_empty(),
             "nothing cached and no compile process left running"
         );
+        for pid in compiling {
+            assert_ne!(
+                privileged(pid),
+                Some(true),
+                "compile process {pid} holds a capability or may gain one"
+            );
+        }
         assert_eq!(
             count_in_log(BASELINE),
             baseline + 2,
             "the short pod did not start on baseline code"
         );
         let deadline = Instant::now() + COMPILE_WITHIN;
-        while cached_programs(&cache) == 0 || compile_processes() > 0 {
+        while cached_programs(&cache) == 0 || !compile_processes().is_empty() {
             assert!(
                 Instant::now() < deadline,
-                "the compile ended with the pod: {} cached, {} compiling",
+                "the compile ended with the pod: {} cached, {:?} compiling",
                 cached_programs(&cache),
                 compile_processes()
             );

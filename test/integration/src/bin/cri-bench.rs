@@ -26,21 +26,9 @@ use std::time::{Duration, Instant};
 use wasmpod_integration::http::{self, Connection};
 use wasmpod_integration::kubelet::{Kubelet, RunningPod};
 use wasmpod_integration::pod::Pod;
-use wasmpod_integration::var;
+use wasmpod_integration::{cached_programs, var};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
-
-/// How many compiled programs the cache at `dir` holds.
-fn cached_programs(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-            })
-            .count()
-    })
-}
 
 /// Keep-alive connections of the load.
 const CONNECTIONS: usize = 4;
