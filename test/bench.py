@@ -8,8 +8,9 @@ takes to end a guest spinning in a loop. Then, on a containerd that unpacks
 Wasm artifacts, pull-to-running of a 5 MB component from the local registry
 and cold/warm starts of artifacts. Then, pods through the CRI: start to first
 HTTP response, req/s and idle memory of a wasi:http pod against its native
-twin under runc (test/integration/src/bin/cri-bench.rs). Last, task churn
-through containerd's API (test/integration/src/bin/churn.rs). Prints Markdown
+twin under runc (test/integration/src/bin/cri-bench.rs). Then task churn
+through containerd's API (test/integration/src/bin/churn.rs), and last the
+density of idle HTTP pods (cri-bench --density). Prints Markdown
 tables.
 
     test/bench.py FIXTURES_DIR [--suite bookworm] [--artifact-suite forky] [--runs 30]
@@ -348,6 +349,15 @@ def churn_bench(fixtures, suite, tasks, parallel):
     print(out, end="")
 
 
+def density_bench(fixtures, suite, pods, native):
+    """Idle wasi:http pods until `pods`, and native twins until `native`,
+    each answering (cri-bench --density prints the tables)."""
+    version, out = tool_on(fixtures, suite, ["cri-bench", "--density", str(pods), str(native)])
+    print()
+    print(f"containerd {version} (Debian {suite}).", end=" ")
+    print(out, end="")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
@@ -414,6 +424,7 @@ def main():
     artifact_bench(a.fixtures, a.artifact_suite, a.runs)
     cri_bench(a.fixtures, a.suite, max(5, a.runs // 3))
     churn_bench(a.fixtures, a.suite, int(os.environ.get("BENCH_CHURN_TASKS", "200")), 4)
+    density_bench(a.fixtures, a.suite, int(os.environ.get("BENCH_DENSITY_PODS", "500")), 100)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,11 @@ paths() {
     dir=$run_root/$suite
     sock=$dir/containerd.sock
     bridge=wp-$suite
+    # Room for 1,000 pods each (`cri-bench --density` starts 500).
     case $suite in
-        bookworm) subnet=10.88.61.0/24 ;;
-        trixie) subnet=10.88.62.0/24 ;;
-        *) subnet=10.88.63.0/24 ;;
+        bookworm) subnet=10.88.96.0/22 ;;
+        trixie) subnet=10.88.100.0/22 ;;
+        *) subnet=10.88.104.0/22 ;;
     esac
 }
 
@@ -244,7 +245,7 @@ env_of() {
     echo "WASMPOD_SANDBOX_IMAGE=$sandbox_image"
     echo "WASMPOD_BRIDGE=$bridge"
     # host-local gives the bridge the first address of the subnet.
-    echo "WASMPOD_POD_GATEWAY=${subnet%.0/24}.1"
+    echo "WASMPOD_POD_GATEWAY=${subnet%.0/22}.1"
 }
 
 [ $# -eq 2 ] || die "usage: $0 fetch|start|stop|env SUITE"

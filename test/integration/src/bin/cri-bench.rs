@@ -13,6 +13,10 @@
 //! - where the start's time goes: each CRI call, and the wait for the
 //!   first answer after StartContainer.
 //!
+//! `cri-bench --density [N] [NATIVE]` instead starts idle wasi:http pods
+//! until N (500) and the native twin until NATIVE (100), and prints the
+//! memory per pod and the start latency at 100, 250 and N.
+//!
 //! `cri-bench --one-pod` instead runs the wasi:http pod once, through a few
 //! requests and a stop, on a warm cache: the pod's part of the workload that
 //! test/hot-symbols.py profiles.
@@ -45,6 +49,12 @@ fn main() -> ExitCode {
         .map_err(Box::<dyn Error>::from)
         .and_then(|rt| match arg.as_deref() {
             Some("--one-pod") => rt.block_on(one_pod()),
+            Some("--density") => {
+                let mut counts = std::env::args().skip(2).map(|a| a.parse().ok());
+                let wasm = counts.next().flatten().unwrap_or(500);
+                let native = counts.next().flatten().unwrap_or(100);
+                rt.block_on(density(wasm, native))
+            }
             _ => rt.block_on(bench(arg.and_then(|r| r.parse().ok()).unwrap_or(10))),
         });
     match result {
@@ -318,6 +328,198 @@ async fn idle_memory(
     measured
 }
 
+/// Waits until the cache at `dir` holds compiled code: the ms it took.
+fn until_cached(dir: &Path) -> Result<f64> {
+    let since = Instant::now();
+    loop {
+        if cached_programs(dir) > 0 {
+            return Ok(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        if since.elapsed() > Duration::from_secs(180) {
+            return Err("the first pod's optimised code was not cached within 180 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pod counts at which `--density` measures.
+const DENSITY_MARKS: [usize; 3] = [100, 250, 500];
+/// How long `--density` may spend starting the pods of one kind.
+const DENSITY_BOUND: Duration = Duration::from_secs(900);
+
+/// The node with `pods` idle HTTP pods of one kind running.
+struct Crowd {
+    pods: usize,
+    /// Mean PSS of a pod's processes (shim and children), KiB.
+    pss: f64,
+    /// Mean private memory of a pod's processes, KiB.
+    private: f64,
+    /// Node memory in use (MemTotal - MemAvailable) over that before the
+    /// first pod, per pod, KiB.
+    node: f64,
+    /// Pod start to first 200 of the pods started since the last mark, ms.
+    p50: f64,
+    p99: f64,
+}
+
+/// Where `--density` got for one kind.
+struct Filled {
+    crowds: Vec<Crowd>,
+    answering: usize,
+    started: usize,
+    stopped: Option<String>,
+}
+
+fn node_used_kib() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no {name} in /proc/meminfo"))
+    };
+    Ok(field("MemTotal")? - field("MemAvailable")?)
+}
+
+/// `cri-bench --density [N] [NATIVE]`: idle wasi:http pods started one
+/// after another until N (500), each answering one request from the node,
+/// measured at 100, 250 and N; then the native twin under runc up to
+/// NATIVE (100) the same way; every pod asked once more at the end, then
+/// all removed. Bounded: 15 minutes of starts per kind, a failed start ends
+/// that kind's run where it got to.
+async fn density(wasm_n: usize, native_n: usize) -> Result<()> {
+    import_images()?;
+    let mut kubelet =
+        Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR"))).await?;
+    // The pods below load the component's optimised code from the cache.
+    let (pod, _) = start(&mut kubelet, &wasm_pod("density-warm")?).await?;
+    kubelet.remove(&pod).await?;
+    until_cached(Path::new(&var("WASMPOD_WASM_CACHE")))?;
+    let wasm = fill(
+        &mut kubelet,
+        wasm_pod,
+        "wasm",
+        "containerd-shim-wasmpod-v1",
+        wasm_n,
+    )
+    .await?;
+    let native = fill(
+        &mut kubelet,
+        native_pod,
+        "native",
+        "containerd-shim-runc-v2",
+        native_n,
+    )
+    .await?;
+
+    println!(
+        "Density: idle HTTP pods started one after another through the CRI, each answering one \
+         request from the node when started and again at the end; KiB per pod"
+    );
+    println!();
+    println!(
+        "| runtime | pods | PSS per pod | private per pod | node memory per pod | start p50 ms | start p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, filled) in [("wasmpod", &wasm), ("runc", &native)] {
+        for c in &filled.crowds {
+            println!(
+                "| {label} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
+                c.pods, c.pss, c.private, c.node, c.p50, c.p99
+            );
+        }
+    }
+    println!();
+    for (label, filled) in [("wasmpod", &wasm), ("runc", &native)] {
+        let ended = filled
+            .stopped
+            .as_deref()
+            .map_or_else(|| "all started".to_owned(), |why| format!("stopped: {why}"));
+        println!(
+            "{label}: {} pods started ({ended}), {} answered again at the end.",
+            filled.started, filled.answering
+        );
+    }
+    Ok(())
+}
+
+/// Starts up to `n` pods made by `make`, measuring at the marks (and where
+/// it stopped), then asks each once more and removes them all.
+async fn fill(
+    kubelet: &mut Kubelet,
+    make: fn(&str) -> Result<Pod>,
+    label: &str,
+    shim: &str,
+    n: usize,
+) -> Result<Filled> {
+    let before = node_used_kib()?;
+    let address = var("WASMPOD_ADDRESS");
+    let mut marks: Vec<usize> = DENSITY_MARKS.into_iter().filter(|&m| m < n).collect();
+    marks.push(n);
+    let (mut pods, mut ms, mut crowds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stopped = None;
+    let bound = Instant::now() + DENSITY_BOUND;
+    let mut window = 0;
+    while pods.len() < n {
+        if Instant::now() > bound {
+            stopped = Some(format!("{} s bound", DENSITY_BOUND.as_secs()));
+        } else {
+            match start(kubelet, &make(&format!("density-{label}-{}", pods.len()))?).await {
+                Ok((pod, t)) => {
+                    pods.push(pod);
+                    ms.push(t);
+                }
+                Err(e) => stopped = Some(e.to_string()),
+            }
+        }
+        if marks.contains(&pods.len()) || (stopped.is_some() && pods.len() > window) {
+            // Let the last pods settle (first requests' garbage freed).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (mut pss, mut private) = (0u64, 0u64);
+            for pid in pids_with(&[shim, &address]) {
+                for p in tree(pid) {
+                    let [p_pss, clean, dirty] =
+                        kib(p, "smaps_rollup", ["Pss", "Private_Clean", "Private_Dirty"])?;
+                    pss += p_pss;
+                    private += clean + dirty;
+                }
+            }
+            let count = pods.len() as f64;
+            let recent = &ms[window..];
+            crowds.push(Crowd {
+                pods: pods.len(),
+                pss: pss as f64 / count,
+                private: private as f64 / count,
+                node: node_used_kib()?.saturating_sub(before) as f64 / count,
+                p50: pct(recent, 50.0),
+                p99: pct(recent, 99.0),
+            });
+            window = pods.len();
+        }
+        if stopped.is_some() {
+            break;
+        }
+    }
+    let answering = pods
+        .iter()
+        .filter(|p| {
+            addr(p)
+                .ok()
+                .and_then(|to| http::get(to, "/", Duration::from_secs(5)).ok())
+                .is_some_and(|r| r.status == 200)
+        })
+        .count();
+    for p in &pods {
+        kubelet.remove(p).await?;
+    }
+    Ok(Filled {
+        crowds,
+        answering,
+        started: pods.len(),
+        stopped,
+    })
+}
+
 /// Requests that `--one-pod` sends.
 const ONE_POD_REQUESTS: usize = 20;
 
@@ -346,16 +548,7 @@ async fn bench(runs: usize) -> Result<()> {
     kubelet.remove(&pod).await?;
     // A large server's first start runs baseline code while its optimised
     // code compiles; the warm runs below must find that in the cache.
-    let answered = Instant::now();
-    let tier_up = loop {
-        if cached_programs(&cache) > 0 {
-            break answered.elapsed().as_secs_f64() * 1000.0;
-        }
-        if answered.elapsed() > Duration::from_secs(180) {
-            return Err("the first pod's optimised code was not cached within 180 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let tier_up = until_cached(&cache)?;
     let (pod, native_first) = start(&mut kubelet, &native_pod("first-native")?).await?;
     kubelet.remove(&pod).await?;
 
