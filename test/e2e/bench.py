@@ -65,6 +65,13 @@ def time_to_ready(kind, replicas):
     return elapsed
 
 
+def cached(cache):
+    """The whole entries (code and checksum) of the node's compiled-code
+    cache."""
+    names = set(os.listdir(cache)) if os.path.isdir(cache) else set()
+    return {n for n in names if n.endswith(".cwasm") and n[: -len(".cwasm")] + ".sum" in names}
+
+
 def main():
     print(f"== installing the chart ({', '.join(e2e.VALUES)})", file=sys.stderr)
     e2e.helm("install", e2e.RELEASE, e2e.CHART, "--namespace", e2e.NAMESPACE, "--create-namespace", "--wait", "--timeout", "5m")
@@ -72,14 +79,17 @@ def main():
     try:
         # The first Wasm pod on this node compiles the component; the rest
         # load the node's cache, as they would in production.
+        # The installer's canary has an entry in the cache already.
+        cache = os.path.join(os.environ["WASMPOD_KUBE_NODE_DIR"], "wasm-cache")
+        before = cached(cache)
+        applied = time.monotonic()
         cold = time_to_ready("wasm", 1)
         # It answered on baseline code; its optimised code compiles in the
         # background, and the warm rounds below must find it cached.
-        cache = os.path.join(os.environ["WASMPOD_KUBE_NODE_DIR"], "wasm-cache")
-        ready = time.monotonic()
+        ready = applied + cold
         e2e.wait_until(
             "the first pod's optimised code in the node's cache",
-            lambda: os.path.isdir(cache) and any(n.endswith(".cwasm") for n in os.listdir(cache)),
+            lambda: cached(cache) - before,
             180,
             0.1,
         )
@@ -104,7 +114,7 @@ def main():
     print(f"| one pod, p50 of {ROUNDS_ONE} | {w1:.2f} s | {n1:.2f} s | {w1 / n1:.2f}x |")
     print(f"| Deployment of 10 replicas, p50 of {ROUNDS_TEN} | {w10:.2f} s | {n10:.2f} s | {w10 / n10:.2f}x |")
     print(f"| the first Wasm pod on the node (baseline code, Winch) | {cold:.2f} s | | |")
-    print(f"| its optimised code cached, after it was deleted | {tier_up:.2f} s | | |")
+    print(f"| its optimised code cached, after the pod was Ready | {tier_up:.2f} s | | |")
 
 
 if __name__ == "__main__":
