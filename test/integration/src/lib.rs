@@ -72,6 +72,25 @@ pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
         .collect()
 }
 
+/// Imports (and unpacks) the fixture image archive `archive` of
+/// `WASMPOD_FIXTURES` into `namespace` of this suite's containerd.
+pub fn import_fixture(namespace: &str, archive: &str) -> Result<(), String> {
+    let path = std::path::Path::new(&var("WASMPOD_FIXTURES")).join(archive);
+    let out = std::process::Command::new(var("WASMPOD_CTR"))
+        .args(["-a", &var("WASMPOD_ADDRESS"), "-n", namespace])
+        .args(["images", "import"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("ctr images import {archive}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ctr images import {archive}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
 /// How many compiled programs (`.cwasm` entries) the cache at `dir` holds.
 pub fn cached_programs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {

@@ -10,7 +10,6 @@
 //! cgroup or snapshot of the churn is left on the node (exit 1 if one is).
 
 use std::error::Error;
-use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -104,7 +103,7 @@ async fn churn(n: usize, p: usize) -> Result<()> {
     let spec = default_spec()?;
     let mut parents = Vec::new();
     for side in &SIDES {
-        import(side.archive)?;
+        wasmpod_integration::import_fixture(NAMESPACE, side.archive)?;
         parents.push(chain_id(&channel, side.image).await?);
     }
     // Warm: the shim binaries and the images in the page cache, Wasm's
@@ -457,30 +456,6 @@ fn default_spec() -> Result<serde_json::Value> {
         return Err(format!("ctr oci spec: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// Imports a fixture image into the churn's namespace (and unpacks it).
-fn import(archive: &str) -> Result<()> {
-    let path = Path::new(&var("WASMPOD_FIXTURES")).join(archive);
-    let out = Command::new(var("WASMPOD_CTR"))
-        .args([
-            "-a",
-            &var("WASMPOD_ADDRESS"),
-            "-n",
-            NAMESPACE,
-            "images",
-            "import",
-        ])
-        .arg(path)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "ctr images import {archive}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// The image's unpacked snapshot, a new container's parent: the chain of

@@ -24,7 +24,7 @@
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use wasmpod_integration::http::{self, Connection};
@@ -91,26 +91,8 @@ fn native_pod(name: &str) -> Result<Pod> {
 }
 
 fn import_images() -> Result<()> {
-    let fixtures = PathBuf::from(var("WASMPOD_FIXTURES"));
     for tar in ["pause.tar", "programs.tar", "http-native.tar"] {
-        let out = Command::new(var("WASMPOD_CTR"))
-            .args([
-                "-a",
-                &var("WASMPOD_ADDRESS"),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-            ])
-            .arg(fixtures.join(tar))
-            .output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "ctr images import {tar}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
+        wasmpod_integration::import_fixture("k8s.io", tar)?;
     }
     Ok(())
 }
