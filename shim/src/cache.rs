@@ -33,6 +33,15 @@ pub fn dir_from_env() -> PathBuf {
     std::env::var_os(DIR_ENV).map_or_else(|| DEFAULT_DIR.into(), Into::into)
 }
 
+/// Creates `dir` (and its parents) for root alone, as the cache and its
+/// records need.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The cache could not be used; callers compile in memory instead.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -145,11 +154,7 @@ impl CodeCache {
     /// the later ones load what the first stored. `None` when there is no
     /// lock to be had (a read-only cache): then each compiles on its own.
     pub fn lock(&self, digest: &str) -> Option<Flock<File>> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .ok()?;
+        create_private_dir(&self.dir).ok()?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -208,11 +213,7 @@ impl CodeCache {
             let path = path.to_path_buf();
             move |source| CacheError::Write { path, source }
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(write_err(&self.dir))?;
+        create_private_dir(&self.dir).map_err(write_err(&self.dir))?;
         let sum = format!("{:032x}", xxh3(artifact));
         // The artifact first: a sum without its artifact reads as corrupt
         // and is repaired; an artifact without its sum reads as a miss.

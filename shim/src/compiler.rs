@@ -162,13 +162,8 @@ pub fn process(args: &[OsString]) -> Result<bool, CompilerError> {
 /// no capability. A wall that cannot go up is logged; the compile goes on,
 /// as it would have in the shim.
 fn confine(cache_dir: &std::path::Path) {
-    use std::os::unix::fs::DirBuilderExt;
     // Landlock rules name existing directories.
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(cache_dir)
-    {
+    if let Err(e) = crate::cache::create_private_dir(cache_dir) {
         tracing::warn!(cache = %cache_dir.display(), error = %e, "cannot create the cache directory");
     }
     let walls = Walls::new(vec![cache_dir.to_owned()], Vec::new(), false);

@@ -305,7 +305,6 @@ pub struct WasmEngine {
     /// Winch, built on first use; `None` if Wasmtime refused it.
     baseline: OnceLock<Option<Arc<Tier>>>,
     cache: Arc<CodeCache>,
-    baseline_from: usize,
     /// Where optimised code is compiled after a baseline start; without
     /// one, on a thread of the shim.
     background: Option<Arc<dyn BackgroundCompile>>,
@@ -337,7 +336,6 @@ impl WasmEngine {
             optimised: Arc::new(optimised),
             baseline: OnceLock::new(),
             cache: Arc::new(cache),
-            baseline_from: BASELINE_FROM_BYTES,
             background: None,
         })
     }
@@ -346,13 +344,6 @@ impl WasmEngine {
     /// with `background`.
     pub fn with_background(mut self, background: Arc<dyn BackgroundCompile>) -> Self {
         self.background = Some(background);
-        self
-    }
-
-    /// Starts servers of at least `bytes` of Wasm on baseline code when
-    /// they are not cached (tests lower it).
-    pub fn with_baseline_from(mut self, bytes: usize) -> Self {
-        self.baseline_from = bytes;
         self
     }
 
@@ -399,44 +390,26 @@ impl WasmEngine {
         source: &WasmSource,
         export: Option<&str>,
     ) -> Result<(Program, Origin), EngineError> {
-        let engine = &self.optimised.engine;
-        let (code, origin) = match source.kind {
-            WasmKind::Module => {
-                let (module, origin) = self.compiled(
-                    source,
-                    |path| cache::load_module(engine, path),
-                    || Module::new(engine, &source.bytes),
-                    Module::serialize,
-                )?;
-                (Code::Module(module), origin)
-            }
-            WasmKind::Component => {
-                if let Some(server) = self.serve_on_baseline(source, export)? {
-                    return Ok((server, Origin::Baseline));
-                }
-                let (component, origin) = self.compiled(
-                    source,
-                    |path| cache::load_component(engine, path),
-                    || Component::new(engine, &source.bytes),
-                    Component::serialize,
-                )?;
-                (Code::Component(component), origin)
-            }
-        };
+        if source.kind == WasmKind::Component
+            && let Some(server) = self.serve_on_baseline(source, export)?
+        {
+            return Ok((server, Origin::Baseline));
+        }
+        let (code, origin) = self.load_or_compile(source)?;
         Ok((self.optimised.link(code, &source.origin, export)?, origin))
     }
 
     /// A large wasi:http server the node has not compiled yet, on code the
-    /// baseline compiler made in a fraction of Cranelift's time, while
-    /// Cranelift compiles it on a thread of its own. `None`: not such a
-    /// program, or no baseline compiler.
+    /// baseline compiler made in a fraction of Cranelift's time, while its
+    /// optimised code is compiled in the background (see [`tier_up`]).
+    /// `None`: not such a program, or no baseline compiler.
     fn serve_on_baseline(
         &self,
         source: &WasmSource,
         export: Option<&str>,
     ) -> Result<Option<Program>, EngineError> {
         if export.is_some()
-            || source.bytes.len() < self.baseline_from
+            || source.bytes.len() < BASELINE_FROM_BYTES
             || self.cache.has(&source.digest)
             || !serves_http(&source.bytes)
         {
@@ -503,28 +476,33 @@ impl WasmEngine {
     /// same Wasm at once take turns on the entry's lock.
     pub fn compile_to_cache(&self, source: &WasmSource) -> Result<bool, EngineError> {
         let _turn = self.cache.lock(&source.digest);
+        let (_, origin) = self.load_or_compile(source)?;
+        Ok(origin == Origin::Compiled)
+    }
+
+    /// `source`'s optimised code: from the cache, else compiled and stored.
+    fn load_or_compile(&self, source: &WasmSource) -> Result<(Code, Origin), EngineError> {
         let engine = &self.optimised.engine;
-        let origin = match source.kind {
+        Ok(match source.kind {
             WasmKind::Module => {
-                self.compiled(
+                let (module, origin) = self.compiled(
                     source,
                     |path| cache::load_module(engine, path),
                     || Module::new(engine, &source.bytes),
                     Module::serialize,
-                )?
-                .1
+                )?;
+                (Code::Module(module), origin)
             }
             WasmKind::Component => {
-                self.compiled(
+                let (component, origin) = self.compiled(
                     source,
                     |path| cache::load_component(engine, path),
                     || Component::new(engine, &source.bytes),
                     Component::serialize,
-                )?
-                .1
+                )?;
+                (Code::Component(component), origin)
             }
-        };
-        Ok(origin == Origin::Compiled)
+        })
     }
 
     fn compiled<T>(

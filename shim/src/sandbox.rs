@@ -84,6 +84,16 @@ pub enum Confinement {
     None,
 }
 
+impl From<RulesetStatus> for Confinement {
+    fn from(status: RulesetStatus) -> Self {
+        match status {
+            RulesetStatus::FullyEnforced => Self::Full,
+            RulesetStatus::PartiallyEnforced => Self::Partial,
+            RulesetStatus::NotEnforced => Self::None,
+        }
+    }
+}
+
 /// The walls in force on the thread that applied them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InForce {
@@ -149,11 +159,7 @@ impl Walls {
         filter.apply()?;
         let in_force = InForce {
             no_new_privs: landlock.no_new_privs,
-            landlock: match landlock.ruleset {
-                RulesetStatus::FullyEnforced => Confinement::Full,
-                RulesetStatus::PartiallyEnforced => Confinement::Partial,
-                RulesetStatus::NotEnforced => Confinement::None,
-            },
+            landlock: landlock.ruleset.into(),
         };
         static FIRST: Once = Once::new();
         FIRST.call_once(|| tracing::info!("guest threads run behind: {in_force}"));
@@ -167,11 +173,7 @@ impl Walls {
     pub fn apply_to_process(&self) -> Result<Confinement, SandboxError> {
         let landlock = self.confine().map_err(SandboxError::Landlock)?;
         drop_capabilities()?;
-        Ok(match landlock.ruleset {
-            RulesetStatus::FullyEnforced => Confinement::Full,
-            RulesetStatus::PartiallyEnforced => Confinement::Partial,
-            RulesetStatus::NotEnforced => Confinement::None,
-        })
+        Ok(landlock.ruleset.into())
     }
 
     fn confine(&self) -> Result<landlock::RestrictionStatus, landlock::RulesetError> {

@@ -10,7 +10,7 @@
 //! 12 ms for an 18 MB component).
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -97,10 +97,7 @@ impl DigestMemo for LayerDigests {
 
     fn record(&self, entrypoint: &str, meta: &fs::Metadata, digest: &str) {
         let path = self.entry(entrypoint, meta);
-        let written = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+        let written = crate::cache::create_private_dir(&self.dir)
             .and_then(|()| crate::cache::write_atomic(&path, format!("{digest}\n").as_bytes()));
         if let Err(e) = written {
             // The next start hashes again; nothing else is lost.
