@@ -55,21 +55,34 @@ pub fn ok(out: &Output, what: &str) -> String {
     text(&out.stdout)
 }
 
-/// The pids of the running wasmpod shims whose command line (its arguments
-/// in order) `matches`: containerd starts each with its `-address` and the
-/// `-id` of the pod's first container.
-pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+/// The pids of the running processes whose command line (its arguments
+/// in order) `matches`.
+pub fn processes(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .expect("proc")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<String> = cmdline.split(|&b| b == 0).map(text).collect();
-            args.first()
-                .is_some_and(|a| a.ends_with("containerd-shim-wasmpod-v1"))
-                && matches(&args)
+            matches(&args)
         })
         .collect()
+}
+
+/// The pids of the running wasmpod shims whose command line `matches`:
+/// containerd starts each with its `-address` and the `-id` of the pod's
+/// first container.
+pub fn shims(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    processes(|args| {
+        args.first()
+            .is_some_and(|a| a.ends_with("containerd-shim-wasmpod-v1"))
+            && matches(args)
+    })
+}
+
+/// Whether `args` has `flag` followed by a value that `value` accepts.
+pub fn has_flag(args: &[String], flag: &str, value: impl Fn(&str) -> bool) -> bool {
+    args.windows(2).any(|w| w[0] == flag && value(&w[1]))
 }
 
 /// Imports (and unpacks) the fixture image archive `archive` of
@@ -91,13 +104,15 @@ pub fn import_fixture(namespace: &str, archive: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// How many compiled programs (`.cwasm` entries) the cache at `dir` holds.
+/// How many compiled programs the cache at `dir` holds whole: code
+/// (`.cwasm`) with its checksum (`.sum`, written after it), as a shim's
+/// lookup finds them.
 pub fn cached_programs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {
         entries
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "cwasm") && p.with_extension("sum").exists()
             })
             .count()
     })

@@ -510,25 +510,12 @@ fn oci_arch() -> &'static str {
 /// for containers whose id begins with `prefix`: each carries both in its
 /// arguments.
 fn shims_of(address: &str, prefix: &str) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            args.first()
-                .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"))
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"-id" && w[1].starts_with(prefix.as_bytes()))
-        })
-        .collect()
+    use wasmpod_integration::has_flag;
+    wasmpod_integration::processes(|args| {
+        args.first().is_some_and(|a| a.contains("containerd-shim"))
+            && has_flag(args, "-address", |a| a == address)
+            && has_flag(args, "-id", |id| id.starts_with(prefix))
+    })
 }
 
 /// A blob of containerd's content store.

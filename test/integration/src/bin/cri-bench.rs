@@ -207,20 +207,10 @@ fn kib<const N: usize>(pid: u32, table: &str, fields: [&str; N]) -> Result<[u64;
 
 /// Processes whose command line contains all of `words`.
 fn pids_with(words: &[&str]) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|pid: &u32| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                    words.iter().all(|w| c.contains(w))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    wasmpod_integration::processes(|args| {
+        let line = args.join(" ");
+        words.iter().all(|w| line.contains(w))
+    })
 }
 
 /// `pid` and all its descendants.
@@ -310,7 +300,8 @@ async fn idle_memory(
     measured
 }
 
-/// Waits until the cache at `dir` holds compiled code: the ms it took.
+/// Waits until the cache at `dir`, emptied before, holds compiled code:
+/// the ms it took.
 fn until_cached(dir: &Path) -> Result<f64> {
     let since = Instant::now();
     loop {
@@ -373,10 +364,14 @@ async fn density(wasm_n: usize, native_n: usize) -> Result<()> {
     import_images()?;
     let mut kubelet =
         Kubelet::connect(&var("WASMPOD_ADDRESS"), Path::new(&var("WASMPOD_PODS_DIR"))).await?;
-    // The pods below load the component's optimised code from the cache.
+    // The pods below load the component's optimised code from the cache,
+    // which the warm-up pod's compile fills (an empty cache first, so that
+    // another program's entry is not taken for it).
+    let cache = PathBuf::from(var("WASMPOD_WASM_CACHE"));
+    std::fs::remove_dir_all(&cache).ok();
     let (pod, _) = start(&mut kubelet, &wasm_pod("density-warm")?).await?;
     kubelet.remove(&pod).await?;
-    until_cached(Path::new(&var("WASMPOD_WASM_CACHE")))?;
+    until_cached(&cache)?;
     let wasm = fill(
         &mut kubelet,
         wasm_pod,
