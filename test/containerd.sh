@@ -216,6 +216,15 @@ stop() {
         echo "containerd.sh: killing leftover shims: $leftover" >&2
         kill -9 $leftover 2>/dev/null || true
     fi
+    # Linux containers of Wasm pods whose shim is gone: runc's state is in
+    # their bundles (shim/src/linux.rs); what the shim's `delete` would do.
+    local runc_state
+    for runc_state in "$dir"/state/io.containerd.runtime.v2.task/*/*/runc/state; do
+        [ -d "$runc_state" ] || continue
+        for c in $(ls "$runc_state"); do
+            runc --root "$runc_state" delete --force "$c" >/dev/null 2>&1 || true
+        done
+    done
     # The bridge the CNI plugin made for this suite's pods; the tests check
     # that each pod's network namespace went with its sandbox.
     ip link delete "$bridge" 2>/dev/null || true

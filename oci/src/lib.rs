@@ -16,7 +16,8 @@ pub use content::{ContentError, ContentStore};
 pub use image::{ImageFile, ImageSpec, host_architecture, write_image_archive};
 pub use kind::{Preamble, WasmKind};
 pub use rootfs::{
-    DigestMemo, MAX_WASM_SIZE, RootfsWasm, SourceError, identify_in_rootfs, read_from_rootfs,
+    DEFAULT_PATH, DigestMemo, MAX_WASM_SIZE, RootfsWasm, SourceError, identify_in_rootfs,
+    native_program, read_from_rootfs,
 };
 
 /// The bytes of one Wasm program and what identifies them.

@@ -64,7 +64,7 @@ pub enum SourceError {
     },
     /// The file is there but is not a Wasm module or component.
     #[error(
-        "entrypoint {entrypoint} is not a WebAssembly module or component (it starts with {preamble}); this runtime runs only Wasm, use runc for native images"
+        "entrypoint {entrypoint} is neither a WebAssembly module or component nor a Linux binary or script (it starts with {preamble})"
     )]
     NotWasm {
         /// `process.args[0]` as given.
@@ -160,6 +160,47 @@ pub fn read_from_rootfs(rootfs: &Path, entrypoint: &str) -> Result<WasmSource, S
         digest,
         kind,
         origin: origin(entrypoint),
+    })
+}
+
+/// The PATH a container's `execve` searches when its spec sets none (as
+/// runc and the CRI assume).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Finds the Linux program `entrypoint` names in the root filesystem at
+/// `rootfs`, if it is one: an ELF binary or a script with a `#!` line. A
+/// name without a `/` is looked up along `search_path` (the container's
+/// PATH), a relative path from `cwd`, as the container's own `execve`
+/// would. Returns where it was found, as the container sees it; paths are
+/// resolved inside `rootfs` as by [`read_from_rootfs`].
+pub fn native_program(
+    rootfs: &Path,
+    entrypoint: &str,
+    cwd: &str,
+    search_path: &str,
+) -> Option<String> {
+    if entrypoint.is_empty() {
+        return None;
+    }
+    let root = Dir::open_ambient_dir(rootfs, ambient_authority()).ok()?;
+    let candidates: Vec<String> = if entrypoint.starts_with('/') {
+        vec![entrypoint.to_owned()]
+    } else if entrypoint.contains('/') {
+        vec![format!("{}/{entrypoint}", cwd.trim_end_matches('/'))]
+    } else {
+        search_path
+            .split(':')
+            .filter(|dir| dir.starts_with('/'))
+            .map(|dir| format!("{}/{entrypoint}", dir.trim_end_matches('/')))
+            .collect()
+    };
+    candidates.into_iter().find(|path| {
+        let Ok(file) = root.open(path.trim_start_matches('/')) else {
+            return false;
+        };
+        let mut preamble = [0u8; 4];
+        file.into_std().read_exact(&mut preamble).is_ok()
+            && (preamble == *b"\x7fELF" || preamble.starts_with(b"#!"))
     })
 }
 
@@ -281,6 +322,37 @@ mod tests {
         let not_wasm = err("/app.sh");
         assert!(matches!(not_wasm, SourceError::NotWasm { .. }));
         assert!(not_wasm.to_string().contains("2321"), "{not_wasm}");
+    }
+
+    #[test]
+    fn finds_linux_programs_as_execve_would() {
+        let dir = rootfs();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+        std::fs::write(root.join("usr/bin/proxy"), b"\x7fELF\x02\x01\x01\0").expect("write");
+        std::os::unix::fs::symlink("usr/bin", root.join("sbin")).expect("symlink");
+        let found = |e: &str| native_program(root, e, "/srv", DEFAULT_PATH);
+        assert_eq!(
+            found("proxy").as_deref(),
+            Some("/usr/bin/proxy"),
+            "along PATH"
+        );
+        assert_eq!(
+            found("/sbin/proxy").as_deref(),
+            Some("/sbin/proxy"),
+            "through a link inside"
+        );
+        assert_eq!(found("/app.sh").as_deref(), Some("/app.sh"), "a script");
+        assert_eq!(
+            native_program(root, "bin/../app.sh", "/", DEFAULT_PATH).as_deref(),
+            Some("/bin/../app.sh"),
+            "relative to the working directory"
+        );
+        assert_eq!(found("/app.wasm"), None, "Wasm is not a Linux program");
+        assert_eq!(found("app.sh"), None, "not on PATH");
+        assert_eq!(found("/usr/bin"), None, "a directory");
+        assert_eq!(found(""), None);
+        assert_eq!(native_program(root, "proxy", "/", "relative:dirs"), None);
     }
 
     #[test]

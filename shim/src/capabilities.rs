@@ -196,6 +196,7 @@ mod tests {
                 ..Default::default()
             },
             network: Network::Host,
+            hostname: None,
         }
     }
 

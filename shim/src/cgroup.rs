@@ -766,6 +766,7 @@ mod tests {
             cgroups_path: Some(cgroups_path.into()),
             limits: Limits::default(),
             network: crate::spec::Network::Host,
+            hostname: None,
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cgroup::{Hierarchy, MainThread};
 use crate::compiler::Compiler;
 use crate::engine::WasmEngine;
+use crate::pod::Pod;
 use crate::service::TaskService;
 use crate::shim::ContainerdEvents;
 use crate::spec::ContainerSpec;
@@ -147,6 +148,11 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let publisher = RemotePublisher::new(&ttrpc_address)
         .await
         .map_err(DaemonError::Events)?;
+    // The processes of the pod's Linux containers, which runc leaves
+    // behind, become ours to wait for (see crate::linux).
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "not a child subreaper: Linux containers of this pod cannot run");
+    }
     let cache_dir = crate::cache::dir_from_env();
     // The cgroup the shim started in, before a pod's takes it.
     let home = Hierarchy::detect(Path::new(crate::cgroup::ROOT))
@@ -157,11 +163,13 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     let exit = Arc::new(ExitSignal::default());
     let events = ContainerdEvents::new(publisher, flags.namespace.clone());
     let (main_thread, mut main_jobs) = MainThread::new();
-    let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(
-        TaskService::new(engine.clone(), events, exit.clone())
+    let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(TaskService::new(
+        Pod::new(engine.clone())
             .with_images(flags.address.clone(), flags.namespace.clone())
             .with_main_thread(main_thread),
-    );
+        events,
+        exit.clone(),
+    ));
 
     let v3 = create_task(service.clone());
     let v2 = create_task(service)

@@ -5,6 +5,7 @@ use containerd_shim::protos::ttrpc;
 use crate::capabilities::CapabilityError;
 use crate::engine::EngineError;
 use crate::guest::SpawnError;
+use crate::linux::LinuxError;
 use crate::signal::SignalError;
 use crate::spec::SpecError;
 use crate::stdio::StdioError;
@@ -58,6 +59,9 @@ pub enum TaskError {
     /// A standard stream could not be opened.
     #[error(transparent)]
     Stdio(#[from] StdioError),
+    /// runc could not run or manage a Linux container of the pod.
+    #[error(transparent)]
+    Linux(#[from] LinuxError),
     /// A bug: the shim panicked while doing this; its log has the panic.
     #[error("wasmpod crashed while {0}; the containerd log has the details")]
     Crashed(&'static str),
@@ -92,6 +96,9 @@ impl TaskError {
                 CapabilityError::Preopen { .. } => Code::INTERNAL,
             },
             Self::Spawn(SpawnError::Thread(_)) => Code::RESOURCE_EXHAUSTED,
+            Self::Linux(LinuxError::SharedNamespace(_)) => Code::INVALID_ARGUMENT,
+            Self::Linux(LinuxError::Thread { .. }) => Code::RESOURCE_EXHAUSTED,
+            Self::Linux(_) => Code::INTERNAL,
             Self::Spawn(SpawnError::Sandbox(_))
             | Self::Mount(_)
             | Self::Stdio(StdioError::Open { .. })

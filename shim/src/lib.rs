@@ -3,8 +3,9 @@
 //!
 //! Data flows one way: containerd's request ([`service`]) -> the bundle's
 //! spec ([`spec`]) -> what the guest may do ([`capabilities`]) -> compiled
-//! code ([`engine`], [`cache`]) -> a running guest ([`guest`], [`task`]) ->
-//! events back to containerd.
+//! code ([`engine`], [`cache`]) -> what each container runs ([`pod`],
+//! [`workload`], [`guest`]) -> its life ([`task`]) -> events back to
+//! containerd.
 
 pub mod cache;
 pub mod capabilities;
@@ -18,7 +19,9 @@ pub mod guest;
 pub mod http;
 pub mod http_grants;
 pub mod limits;
+pub mod linux;
 pub mod logging;
+pub mod pod;
 pub mod sandbox;
 pub mod service;
 pub mod shim;
@@ -31,3 +34,4 @@ pub mod sys;
 pub mod syscalls;
 pub mod task;
 pub mod usage;
+pub mod workload;

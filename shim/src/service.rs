@@ -1,23 +1,23 @@
 //! The ttrpc task service containerd talks to.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, Empty, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status, WaitRequest,
-    WaitResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
+    StatsResponse, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim::event::Event;
 use containerd_shim::protos::cgroups::metrics::{
     CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics,
 };
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -25,17 +25,14 @@ use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
 
-use crate::capabilities::Grants;
-use crate::cgroup::{Cgroups, MainThread, MemoryCharge};
-use crate::engine::WasmEngine;
 use crate::error::TaskError;
 use crate::signal::{Kill, Signal};
-use crate::source::{Images, load_program};
-use crate::spec::{ContainerRole, ContainerSpec, Network};
+use crate::spec::ContainerSpec;
 use crate::stdio::StdioPaths;
 use crate::sys::{HostMounts, RootfsMounts};
-use crate::task::{Exited, State, Task};
-use crate::usage::Usage;
+use crate::task::{State, Task};
+use crate::usage::Stats;
+use crate::workload::{Exited, Request, Workloads};
 
 /// Where task events go: containerd's event service in production, a
 /// channel in tests.
@@ -47,15 +44,11 @@ pub trait EventSink: Send + Sync + 'static {
 
 /// The task service of one shim process (one pod, or one container).
 pub struct TaskService<E> {
-    engine: Arc<WasmEngine>,
+    workloads: Arc<dyn Workloads>,
     tasks: Mutex<HashMap<String, Task>>,
     events: Arc<E>,
     exit: Arc<ExitSignal>,
     pid: u32,
-    images: Option<Arc<Images>>,
-    /// The pod's network namespace, from its sandbox's spec.
-    pod_network: Mutex<Option<Network>>,
-    cgroups: Arc<Cgroups>,
     mounts: Arc<dyn RootfsMounts>,
 }
 
@@ -63,31 +56,24 @@ fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
     MessageField::some(Timestamp::from(at))
 }
 
-/// A guest's usage as cgroup v1 metrics, the form containerd's CRI reads
-/// for ContainerStats (and the kubelet for `kubectl top`): CPU time of its
-/// thread; memory of its cgroup where that holds the pod's charge (see
-/// [`crate::cgroup`]), else its linear memory.
-fn metrics(usage: &Usage, limit: Option<u64>, charged: Option<MemoryCharge>) -> Metrics {
-    let linear = usage.memory();
-    let (memory, rss, inactive_file) = match charged {
-        Some(c) => (c.usage.max(linear), c.rss, c.inactive_file),
-        None => (linear, linear, 0),
-    };
+/// A container's usage as cgroup v1 metrics, the form containerd's CRI
+/// reads for ContainerStats (and the kubelet for `kubectl top`).
+fn metrics(stats: Stats) -> Metrics {
     let mut m = Metrics::new();
     m.cpu = MessageField::some(CPUStat {
         usage: MessageField::some(CPUUsage {
-            total: usage.cpu_ns().unwrap_or(0),
+            total: stats.cpu_ns,
             ..Default::default()
         }),
         ..Default::default()
     });
     m.memory = MessageField::some(MemoryStat {
-        rss,
-        total_rss: rss,
-        total_inactive_file: inactive_file,
+        rss: stats.rss,
+        total_rss: stats.rss,
+        total_inactive_file: stats.inactive_file,
         usage: MessageField::some(MemoryEntry {
-            usage: memory,
-            limit: limit.unwrap_or(u64::MAX),
+            usage: stats.memory,
+            limit: stats.limit.unwrap_or(u64::MAX),
             ..Default::default()
         }),
         ..Default::default()
@@ -95,10 +81,11 @@ fn metrics(usage: &Usage, limit: Option<u64>, charged: Option<MemoryCharge>) -> 
     m
 }
 
-fn exit_event(id: &str, pid: u32, exited: Exited) -> TaskExit {
+/// The exit of container `id`, or of its process `exec_id`.
+fn exit_event(id: &str, exec_id: &str, pid: u32, exited: Exited) -> TaskExit {
     TaskExit {
         container_id: id.to_owned(),
-        id: id.to_owned(),
+        id: if exec_id.is_empty() { id } else { exec_id }.to_owned(),
         pid,
         exit_status: exited.status,
         exited_at: timestamp(exited.at),
@@ -107,18 +94,15 @@ fn exit_event(id: &str, pid: u32, exited: Exited) -> TaskExit {
 }
 
 impl<E: EventSink> TaskService<E> {
-    /// A service running guests on `engine`, reporting to `events`;
+    /// A service running what `workloads` makes, reporting to `events`;
     /// `exit` is signalled when containerd shuts the last task down.
-    pub fn new(engine: Arc<WasmEngine>, events: E, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(workloads: impl Workloads, events: E, exit: Arc<ExitSignal>) -> Self {
         Self {
-            engine,
+            workloads: Arc::new(workloads),
             tasks: Mutex::default(),
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
-            images: None,
-            pod_network: Mutex::new(None),
-            cgroups: Arc::new(Cgroups::detect(Path::new(crate::cgroup::ROOT))),
             mounts: Arc::new(HostMounts),
         }
     }
@@ -127,21 +111,6 @@ impl<E: EventSink> TaskService<E> {
     /// table.
     pub fn with_mounts(mut self, mounts: impl RootfsMounts) -> Self {
         self.mounts = Arc::new(mounts);
-        self
-    }
-
-    /// Lets a pod's sandbox move the shim into the pod's cgroup through
-    /// `main`, the way that avoids the kernel's node-wide lock (see
-    /// [`MainThread`]).
-    pub fn with_main_thread(mut self, main: MainThread) -> Self {
-        self.cgroups = Arc::new(self.cgroups.with_main_thread(main));
-        self
-    }
-
-    /// Lets the service read Wasm layers of images from containerd's
-    /// content store (gRPC socket `address`, `namespace`).
-    pub fn with_images(mut self, address: String, namespace: String) -> Self {
-        self.images = Some(Arc::new(Images::new(address, namespace)));
         self
     }
 
@@ -221,64 +190,28 @@ impl<E: EventSink> TaskService<E> {
         })
     }
 
-    /// Reads, compiles and links the guest and opens its streams, off the
-    /// async threads: compiling can take seconds.
+    /// Makes what the container runs, off the async threads: compiling
+    /// can take seconds.
     async fn prepare(
         &self,
         id: &str,
         bundle: PathBuf,
         spec: ContainerSpec,
         rootfs: &[Mount],
-        stdio_paths: StdioPaths,
+        stdio: StdioPaths,
     ) -> Result<Task, TaskError> {
-        let mut spec = spec;
-        self.place_in_pod_network(&mut spec);
-        let engine = self.engine.clone();
-        let images = self.images.clone();
-        let cgroups = self.cgroups.clone();
-        let pid = self.pid;
+        let workloads = self.workloads.clone();
         let id = id.to_owned();
         let rootfs = rootfs.to_vec();
-        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let grants = Grants::for_container(&spec)?;
-            // Joined before the compile: on cgroup v1 the memory it keeps
-            // (baseline code) is then charged where the kubelet reads this
-            // container's memory, not to the sandbox.
-            let cgroup = cgroups.join(&id, &spec, pid);
-            let made = (|| {
-                let program = match spec.role {
-                    ContainerRole::Sandbox => {
-                        tracing::info!(%id, "pod sandbox created");
-                        None
-                    }
-                    ContainerRole::Guest => Some(load_program(
-                        &engine,
-                        images.as_deref(),
-                        &runtime,
-                        &id,
-                        &spec,
-                        &rootfs,
-                        &grants,
-                    )?),
-                };
-                Ok::<_, TaskError>((program, stdio_paths.open()?))
-            })();
-            let (program, stdio) = match made {
-                Ok(made) => made,
-                Err(e) => {
-                    if let Some(cgroup) = &cgroup {
-                        let sandbox = spec.role == ContainerRole::Sandbox;
-                        cgroups.leave(&id, cgroup, sandbox, pid);
-                    }
-                    return Err(e);
-                }
-            };
-            let mut task = Task::new(id, bundle, spec.role, grants, program, stdio, stdio_paths);
-            if let Some(cgroup) = cgroup {
-                task.usage = Usage::in_cgroup(cgroup);
-            }
-            Ok(task)
+            let workload = workloads.make(Request {
+                id: &id,
+                bundle: bundle.clone(),
+                spec,
+                rootfs: &rootfs,
+                stdio: stdio.clone(),
+            })?;
+            Ok(Task::new(id, bundle, stdio, workload))
         })
         .await
         .unwrap_or_else(|join| {
@@ -287,33 +220,21 @@ impl<E: EventSink> TaskService<E> {
         })
     }
 
-    /// The CRI puts a pod's containers in the network namespace of the
-    /// sandbox's process, `/proc/PID/ns/net`, and our PID is the shim's, in
-    /// the node's namespace. The sandbox's spec names the pod's namespace
-    /// itself: remember it, and give it to the pod's containers.
-    fn place_in_pod_network(&self, spec: &mut ContainerSpec) {
-        let mut pod = self.pod_network.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = Network::Join(format!("/proc/{}/ns/net", self.pid).into());
-        match spec.role {
-            ContainerRole::Sandbox => *pod = Some(spec.network.clone()),
-            ContainerRole::Guest if spec.network == ours => {
-                spec.network = pod.clone().unwrap_or(Network::Host);
-            }
-            ContainerRole::Guest => {}
-        }
-    }
-
-    async fn start_task(&self, id: &str) -> Result<StartResponse, TaskError> {
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    /// Starts container `id`, or its process `exec_id`.
+    async fn start_task(&self, id: &str, exec_id: &str) -> Result<StartResponse, TaskError> {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<u32>();
         let runtime = tokio::runtime::Handle::current();
         let events = self.events.clone();
-        let (id_owned, pid) = (id.to_owned(), self.pid);
-        self.with_task(id, |task| {
-            task.start(self.engine.epochs(), move |exited| {
-                tracing::info!(id = %id_owned, status = exited.status, "container exited");
+        let (id_owned, exec_owned) = (id.to_owned(), exec_id.to_owned());
+        let pid = self.with_task(id, |task| {
+            let process = task.process(exec_id)?;
+            process.start(move |exited| {
+                tracing::info!(id = %id_owned, exec_id = %exec_owned, status = exited.status, "exited");
                 runtime.spawn(async move {
-                    // TaskStart goes out first, whatever the race.
-                    let _ = started_rx.await;
+                    // The start event goes out first, whatever the race.
+                    let Ok(pid) = started_rx.await else {
+                        return;
+                    };
                     // The CRI marks a container OOMKilled on TaskOOM, which
                     // must come before its exit.
                     if exited.out_of_memory {
@@ -325,31 +246,69 @@ impl<E: EventSink> TaskService<E> {
                             .await;
                     }
                     events
-                        .publish(Box::new(exit_event(&id_owned, pid, exited)))
+                        .publish(Box::new(exit_event(&id_owned, &exec_owned, pid, exited)))
                         .await;
                 });
-            })
+            })?;
+            Ok(process.pid().unwrap_or(self.pid))
         })?;
+        if exec_id.is_empty() {
+            self.events
+                .publish(Box::new(TaskStart {
+                    container_id: id.to_owned(),
+                    pid,
+                    ..Default::default()
+                }))
+                .await;
+            tracing::info!(%id, pid, "container started");
+        } else {
+            self.events
+                .publish(Box::new(TaskExecStarted {
+                    container_id: id.to_owned(),
+                    exec_id: exec_id.to_owned(),
+                    pid,
+                    ..Default::default()
+                }))
+                .await;
+            tracing::info!(%id, %exec_id, pid, "exec started");
+        }
+        let _ = started_tx.send(pid);
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Adds a process to a running container (`kubectl exec`).
+    async fn exec_process(&self, req: ExecProcessRequest) -> Result<(), TaskError> {
+        if req.terminal {
+            return Err(TaskError::Unsupported("a terminal (tty)"));
+        }
+        let process = req
+            .spec
+            .as_ref()
+            .map_or(&[][..], |any| any.value.as_slice());
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+        };
+        self.with_task(&req.id, |t| t.exec(&req.exec_id, process, stdio))?;
         self.events
-            .publish(Box::new(TaskStart {
-                container_id: id.to_owned(),
-                pid: self.pid,
+            .publish(Box::new(TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
                 ..Default::default()
             }))
             .await;
-        let _ = started_tx.send(());
-        tracing::info!(%id, "container started");
-        Ok(StartResponse {
-            pid: self.pid,
-            ..Default::default()
-        })
+        Ok(())
     }
 
     async fn kill_task(&self, req: KillRequest) -> Result<(), TaskError> {
         let signal = match Kill::from_request(req.signal)? {
             Kill::Stop(signal) => signal,
             Kill::Probe => {
-                return self.with_task(&req.id, |t| match t.exited() {
+                return self.with_task(&req.id, |t| match t.process(&req.exec_id)?.exited() {
                     None => Ok(()),
                     Some(_) => Err(TaskError::State {
                         id: req.id.clone(),
@@ -358,11 +317,14 @@ impl<E: EventSink> TaskService<E> {
                 });
             }
         };
-        let ended = self.with_task(&req.id, |t| t.kill(signal))?;
-        tracing::info!(id = %req.id, %signal, "container killed");
+        let (ended, pid) = self.with_task(&req.id, |t| {
+            let process = t.process(&req.exec_id)?;
+            Ok((process.kill(signal)?, process.pid().unwrap_or(self.pid)))
+        })?;
+        tracing::info!(id = %req.id, exec_id = %req.exec_id, %signal, "killed");
         if let Some(exited) = ended {
             self.events
-                .publish(Box::new(exit_event(&req.id, self.pid, exited)))
+                .publish(Box::new(exit_event(&req.id, &req.exec_id, pid, exited)))
                 .await;
         }
         Ok(())
@@ -370,20 +332,16 @@ impl<E: EventSink> TaskService<E> {
 
     async fn delete_task(&self, req: DeleteRequest) -> Result<DeleteResponse, TaskError> {
         if !req.exec_id.is_empty() {
-            return Err(TaskError::NotFound(format!(
-                "{} exec {}",
-                req.id, req.exec_id
-            )));
+            return self.delete_exec(&req.id, &req.exec_id).await;
         }
         let exited = self.with_task(&req.id, |task| {
-            if let State::Created { .. } = task.state {
+            if task.state() == State::Created {
                 // Deleting a container that never started ends it, as
                 // runc's delete does.
                 return Ok(task
                     .kill(Signal::KILL)?
                     .unwrap_or(Exited::now(Signal::KILL.exit_status())));
             }
-            task.reap();
             task.exited().ok_or_else(|| TaskError::State {
                 id: req.id.clone(),
                 state: "still running (kill it first)",
@@ -397,17 +355,8 @@ impl<E: EventSink> TaskService<E> {
             // from runc's shim); the mount is named here for the admin.
             tracing::warn!(id = %req.id, error = %crate::error::chain(&e), "container deleted, but its rootfs stays mounted");
         }
-        if let Some(task) = task
-            && task.usage.cgroup().is_some()
-        {
-            let (cgroups, pid, id) = (self.cgroups.clone(), self.pid, req.id.clone());
-            let sandbox = task.role == ContainerRole::Sandbox;
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(cgroup) = task.usage.cgroup() {
-                    cgroups.leave(&id, cgroup, sandbox, pid);
-                }
-            })
-            .await;
+        if let Some(task) = task {
+            let _ = tokio::task::spawn_blocking(move || task.release()).await;
         }
         self.events
             .publish(Box::new(TaskDelete {
@@ -422,6 +371,35 @@ impl<E: EventSink> TaskService<E> {
         tracing::info!(id = %req.id, status = exited.status, "container deleted");
         Ok(DeleteResponse {
             pid: self.pid,
+            exit_status: exited.status,
+            exited_at: timestamp(exited.at),
+            ..Default::default()
+        })
+    }
+
+    /// Removes process `exec_id` of container `id`, ending it first if it
+    /// never started. containerd hears no event of it, as from runc's shim.
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<DeleteResponse, TaskError> {
+        let (exec, exited, pid) = self.with_task(id, |task| {
+            let process = task.process(exec_id)?;
+            let exited = match process.state() {
+                State::Created => process
+                    .kill(Signal::KILL)?
+                    .unwrap_or(Exited::now(Signal::KILL.exit_status())),
+                _ => process.exited().ok_or_else(|| TaskError::State {
+                    id: format!("{id} exec {exec_id}"),
+                    state: "still running (kill it first)",
+                })?,
+            };
+            let pid = process.pid().unwrap_or(self.pid);
+            Ok((task.remove_exec(exec_id), exited, pid))
+        })?;
+        if let Some(exec) = exec {
+            let _ = tokio::task::spawn_blocking(move || exec.release()).await;
+        }
+        tracing::info!(%id, %exec_id, status = exited.status, "exec deleted");
+        Ok(DeleteResponse {
+            pid,
             exit_status: exited.status,
             exited_at: timestamp(exited.at),
             ..Default::default()
@@ -448,24 +426,24 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        if !req.exec_id.is_empty() {
-            return unsupported("exec");
-        }
-        Ok(self.start_task(&req.id).await?)
+        Ok(self.start_task(&req.id, &req.exec_id).await?)
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        let pid = self.pid;
-        Ok(self.with_task(&req.id, |t| {
+        Ok(self.with_task(&req.id, |task| {
+            let bundle = task.bundle.to_string_lossy().into_owned();
+            let t = task.process(&req.exec_id)?;
+            let pid = t.pid().unwrap_or(self.pid);
             let exited = t.exited();
-            let status = match (&t.state, exited) {
-                (_, Some(_)) => Status::STOPPED,
-                (State::Created { .. }, None) => Status::CREATED,
-                _ => Status::RUNNING,
+            let status = match t.state() {
+                State::Created => Status::CREATED,
+                State::Running => Status::RUNNING,
+                State::Stopped => Status::STOPPED,
             };
             Ok(StateResponse {
-                id: t.id.clone(),
-                bundle: t.bundle.to_string_lossy().into_owned(),
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                bundle,
                 pid,
                 status: status.into(),
                 stdin: t.stdio.stdin.clone(),
@@ -479,7 +457,7 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        let mut exit = self.with_task(&req.id, |t| Ok(t.exit_watch()))?;
+        let mut exit = self.with_task(&req.id, |t| Ok(t.process(&req.exec_id)?.exit_watch()))?;
         let exited = match exit.wait_for(Option::is_some).await {
             Ok(e) => *e,
             // The task was deleted while we waited; it has no status left.
@@ -494,9 +472,6 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        if !req.exec_id.is_empty() {
-            return unsupported("exec");
-        }
         self.kill_task(req).await?;
         Ok(Empty::new())
     }
@@ -517,12 +492,8 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let (usage, limit) = self.with_task(&req.id, |task| {
-            Ok((task.usage.clone(), task.grants.memory_limit))
-        })?;
-        let charged = self.cgroups.memory_charged(&req.id);
-        let metrics = metrics(&usage, limit, charged);
-        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
+        let stats = self.with_task(&req.id, |task| task.stats())?;
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics(stats)))
             .map_err(|e| ttrpc_internal(&e))?;
         Ok(StatsResponse {
             stats: MessageField::some(any),
@@ -557,12 +528,13 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
         Ok(Empty::new())
     }
 
-    async fn exec(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: containerd_shim::api::ExecProcessRequest,
-    ) -> TtrpcResult<Empty> {
-        unsupported("exec")
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
+        self.exec_process(req).await.map_err(|e| {
+            tracing::warn!(%id, %exec_id, error = %crate::error::chain(&e), "exec failed");
+            ttrpc_error(e)
+        })?;
+        Ok(Empty::new())
     }
 
     async fn resize_pty(
@@ -606,6 +578,10 @@ impl<E: EventSink> containerd_shim::Task for TaskService<E> {
     }
 }
 
+fn ttrpc_error(e: TaskError) -> containerd_shim::protos::ttrpc::Error {
+    e.into()
+}
+
 fn ttrpc_internal(e: &dyn std::error::Error) -> containerd_shim::protos::ttrpc::Error {
     use containerd_shim::protos::ttrpc;
     ttrpc::Error::RpcStatus(ttrpc::get_status(
@@ -619,9 +595,14 @@ mod tests {
     use std::sync::Mutex as StdMutex;
     use std::time::Duration;
 
+    use std::path::Path;
+
     use super::*;
+    use crate::engine::WasmEngine;
+    use crate::pod::Pod;
     use crate::signal::SignalError;
     use crate::sys::MountError;
+    use crate::workload::{OnExit, Workload};
 
     /// Topic and exit status (exit and delete events) of each event.
     type Seen = Vec<(String, Option<u32>)>;
@@ -660,9 +641,82 @@ mod tests {
         let engine = Arc::new(WasmEngine::new(dir.join("cache")).expect("engine"));
         let events = Recorder::default();
         (
-            TaskService::new(engine, events.clone(), Arc::default()),
+            TaskService::new(Pod::new(engine), events.clone(), Arc::default()),
             events,
         )
+    }
+
+    /// Makes workloads that run out of memory as soon as they start, on a
+    /// thread of their own, as a guest refused a grow does.
+    struct OutOfMemory;
+
+    struct Starved;
+
+    impl Workload for Starved {
+        fn start(&mut self, on_exit: OnExit) -> Result<(), TaskError> {
+            std::thread::spawn(move || {
+                on_exit(Exited {
+                    out_of_memory: true,
+                    ..Exited::now(crate::guest::OOM_STATUS)
+                })
+            });
+            Ok(())
+        }
+
+        fn kill(&mut self, _: Signal) -> Result<Option<Exited>, TaskError> {
+            Ok(None)
+        }
+
+        fn stats(&self) -> Result<Stats, TaskError> {
+            Ok(Stats::default())
+        }
+
+        fn release(self: Box<Self>) {}
+    }
+
+    impl Workloads for OutOfMemory {
+        fn make(&self, _: Request<'_>) -> Result<Box<dyn Workload>, TaskError> {
+            Ok(Box::new(Starved))
+        }
+    }
+
+    #[tokio::test]
+    async fn containerd_hears_start_then_oom_then_exit_and_wait_sees_it_before_delete() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        sandbox_bundle(tmp.path());
+        let events = Recorder::default();
+        let svc = TaskService::new(OutOfMemory, events.clone(), Arc::default());
+        svc.create_task(create_request("c1", tmp.path()))
+            .await
+            .expect("create");
+        svc.start_task("c1", "").await.expect("start");
+        let exited = wait(&svc, "c1").await;
+        assert_eq!((exited.status, exited.out_of_memory), (137, true));
+        // The exit events go out on the runtime after the exit is recorded.
+        for _ in 0..500 {
+            if events.0.lock().expect("lock").len() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let deleted = svc
+            .delete_task(DeleteRequest {
+                id: "c1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        assert_eq!(deleted.exit_status, 137);
+        assert_eq!(
+            *events.0.lock().expect("lock"),
+            [
+                ("/tasks/create".to_owned(), None),
+                ("/tasks/start".to_owned(), None),
+                ("/tasks/oom".to_owned(), None),
+                ("/tasks/exit".to_owned(), Some(137)),
+                ("/tasks/delete".to_owned(), Some(137)),
+            ]
+        );
     }
 
     fn create_request(id: &str, bundle: &std::path::Path) -> CreateTaskRequest {
@@ -689,7 +743,7 @@ mod tests {
         svc.create_task(create_request("pod-1", tmp.path()))
             .await
             .expect("create");
-        svc.start_task("pod-1").await.expect("start");
+        svc.start_task("pod-1", "").await.expect("start");
 
         let waiting = tokio::time::timeout(Duration::from_millis(200), wait(&svc, "pod-1")).await;
         assert!(waiting.is_err(), "a sandbox must not exit by itself");
@@ -824,9 +878,9 @@ mod tests {
             .expect("create");
         let dup = svc.create_task(create_request("pod-1", tmp.path())).await;
         assert!(matches!(dup, Err(TaskError::AlreadyExists(_))));
-        svc.start_task("pod-1").await.expect("start");
+        svc.start_task("pod-1", "").await.expect("start");
         assert!(matches!(
-            svc.start_task("pod-1").await,
+            svc.start_task("pod-1", "").await,
             Err(TaskError::State { .. })
         ));
         let stop = svc
@@ -866,7 +920,10 @@ mod tests {
         .await
         .expect("kill a created task");
         assert_eq!(wait(&svc, "pod-1").await.status, 137);
-        let refused = svc.start_task("pod-1").await.expect_err("start after kill");
+        let refused = svc
+            .start_task("pod-1", "")
+            .await
+            .expect_err("start after kill");
         assert_eq!(refused.to_string(), "container pod-1 is already stopped");
         assert_eq!(
             *events.0.lock().expect("lock"),

@@ -75,9 +75,13 @@ impl containerd_shim::Shim for WasmpodShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        // Called after a shim died: nothing runs any more, but the rootfs
-        // this shim mounted and the container's cgroups may still be there
-        // (a pod's cgroup with one left inside cannot be removed).
+        // Called after a shim died: no Wasm runs any more, but a Linux
+        // container may (runc's), and the rootfs this shim mounted and the
+        // container's cgroups may still be there (a pod's cgroup with one
+        // left inside cannot be removed).
+        if let Err(e) = crate::linux::delete_left_behind(Path::new(".")) {
+            eprintln!("{}", crate::error::chain(&e));
+        }
         if let Ok(spec) = ContainerSpec::load(Path::new(".")) {
             if let Err(e) = crate::sys::unmount_rootfs(&spec.rootfs) {
                 eprintln!("{}", crate::error::chain(&e));

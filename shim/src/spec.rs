@@ -94,6 +94,8 @@ pub struct ContainerSpec {
     pub limits: Limits,
     /// The network namespace the spec puts the container in.
     pub network: Network,
+    /// `hostname`: the pod's name, in a sandbox's spec.
+    pub hostname: Option<String>,
 }
 
 /// Where a container's sockets live, from the spec's `network` namespace.
@@ -234,6 +236,7 @@ impl ContainerSpec {
             cgroups_path,
             limits,
             network,
+            hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         })
     }
 

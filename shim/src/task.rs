@@ -1,55 +1,24 @@
-//! One container's life: created -> running -> stopped -> deleted.
+//! One container's life: created -> running -> stopped -> deleted, whatever
+//! it runs (see [`crate::workload`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use crate::capabilities::Grants;
-use crate::engine::Program;
-use crate::epochs::Epochs;
-use crate::guest::{self, Exit, KillSwitch};
+use crate::error::TaskError;
 use crate::signal::Signal;
-use crate::spec::ContainerRole;
-use crate::stdio::Stdio;
-use crate::usage::Usage;
-
-/// How and when a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exited {
-    /// Exit status.
-    pub status: u32,
-    /// When it ended.
-    pub at: SystemTime,
-    /// It failed after its memory limit refused it memory.
-    pub out_of_memory: bool,
-}
-
-impl Exited {
-    /// Ended now with `status`.
-    pub fn now(status: u32) -> Self {
-        Self {
-            status,
-            at: SystemTime::now(),
-            out_of_memory: false,
-        }
-    }
-}
+use crate::stdio::StdioPaths;
+use crate::usage::Stats;
+use crate::workload::{ExecRequest, Exited, OnExit, Workload};
 
 /// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Created, not started; holds what start needs.
-    Created {
-        /// The linked program; `None` for a pod sandbox.
-        program: Option<Program>,
-        /// Open standard streams.
-        stdio: Stdio,
-    },
-    /// Running; a sandbox has no guest to kill.
-    Running {
-        /// Stops the guest.
-        guest: Option<KillSwitch>,
-    },
+    /// Created, not started.
+    Created,
+    /// Started, not ended.
+    Running,
     /// Ended (see [`Task::exited`]).
     Stopped,
 }
@@ -63,16 +32,12 @@ pub struct Task {
     /// Where the rootfs is mounted, if this shim mounted it.
     pub mounted_rootfs: Option<PathBuf>,
     /// Stdio paths, reported back by `state`.
-    pub stdio: crate::stdio::StdioPaths,
-    /// Sandbox or guest.
-    pub role: ContainerRole,
-    /// Capabilities for the guest.
-    pub grants: Grants,
-    /// Current state.
-    pub state: State,
-    /// What the guest uses, for `Stats`.
-    pub usage: Usage,
+    pub stdio: StdioPaths,
+    state: State,
+    workload: Box<dyn Workload>,
     exit: watch::Sender<Option<Exited>>,
+    /// Processes started in it (`kubectl exec`), by exec id.
+    execs: HashMap<String, Task>,
 }
 
 impl Task {
@@ -80,22 +45,72 @@ impl Task {
     pub fn new(
         id: String,
         bundle: PathBuf,
-        role: ContainerRole,
-        grants: Grants,
-        program: Option<Program>,
-        stdio: Stdio,
-        stdio_paths: crate::stdio::StdioPaths,
+        stdio: StdioPaths,
+        workload: Box<dyn Workload>,
     ) -> Self {
         Self {
             id,
             bundle,
             mounted_rootfs: None,
-            stdio: stdio_paths,
-            role,
-            grants,
-            state: State::Created { program, stdio },
-            usage: Usage::default(),
+            stdio,
+            state: State::Created,
+            workload,
             exit: watch::channel(None).0,
+            execs: HashMap::new(),
+        }
+    }
+
+    /// Its own process on the node, if it has one.
+    pub fn pid(&self) -> Option<u32> {
+        self.workload.pid()
+    }
+
+    /// The task itself (`exec_id` empty), or the process `exec_id` in it.
+    pub fn process(&mut self, exec_id: &str) -> Result<&mut Task, TaskError> {
+        if exec_id.is_empty() {
+            return Ok(self);
+        }
+        let id = format!("{} exec {exec_id}", self.id);
+        self.execs.get_mut(exec_id).ok_or(TaskError::NotFound(id))
+    }
+
+    /// Adds process `exec_id` to run in it, not started.
+    pub fn exec(
+        &mut self,
+        exec_id: &str,
+        process: &[u8],
+        stdio: StdioPaths,
+    ) -> Result<(), TaskError> {
+        if self.state() != State::Running {
+            return Err(self.refuse("not running"));
+        }
+        if self.execs.contains_key(exec_id) {
+            return Err(TaskError::AlreadyExists(format!(
+                "{} exec {exec_id}",
+                self.id
+            )));
+        }
+        let workload = self.workload.exec(ExecRequest {
+            exec_id,
+            process,
+            stdio: stdio.clone(),
+        })?;
+        let exec = Task::new(exec_id.to_owned(), self.bundle.clone(), stdio, workload);
+        self.execs.insert(exec_id.to_owned(), exec);
+        Ok(())
+    }
+
+    /// Takes process `exec_id` out of it, to be released.
+    pub fn remove_exec(&mut self, exec_id: &str) -> Option<Task> {
+        self.execs.remove(exec_id)
+    }
+
+    /// Where it is in its life; stopped once its exit is known.
+    pub fn state(&self) -> State {
+        if self.exited().is_some() {
+            State::Stopped
+        } else {
+            self.state
         }
     }
 
@@ -109,100 +124,145 @@ impl Task {
         self.exit.subscribe()
     }
 
+    /// What it uses now.
+    pub fn stats(&self) -> Result<Stats, TaskError> {
+        self.workload.stats()
+    }
+
+    fn refuse(&self, state: &'static str) -> TaskError {
+        TaskError::State {
+            id: self.id.clone(),
+            state,
+        }
+    }
+
     /// Starts the task. `on_exit` is called once, from any thread, when it
     /// ends; the task's exit watch is already set by then.
     pub fn start(
         &mut self,
-        epochs: Epochs,
         on_exit: impl FnOnce(Exited) + Send + 'static,
-    ) -> Result<(), crate::error::TaskError> {
-        let (program, stdio) = match std::mem::replace(&mut self.state, State::Stopped) {
-            State::Created { program, stdio } => (program, stdio),
-            other => {
-                // A task killed before it started is stopped, not started.
-                let state = match other {
-                    State::Stopped => "already stopped",
-                    _ => "already started",
-                };
-                self.state = other;
-                return Err(crate::error::TaskError::State {
-                    id: self.id.clone(),
-                    state,
-                });
-            }
-        };
-        let Some(program) = program else {
-            // A pod sandbox holds the pod's namespaces and waits to be killed.
-            self.state = State::Running { guest: None };
-            return Ok(());
-        };
+    ) -> Result<(), TaskError> {
+        match self.state() {
+            State::Created => {}
+            // A task killed before it started is stopped, not started.
+            State::Stopped => return Err(self.refuse("already stopped")),
+            State::Running => return Err(self.refuse("already started")),
+        }
         let exit = self.exit.clone();
-        let spawned = guest::spawn(
-            epochs,
-            program,
-            &self.grants,
-            stdio,
-            &self.id,
-            self.usage.clone(),
-            move |e: Exit| {
-                let exited = Exited {
-                    out_of_memory: e.out_of_memory,
-                    ..Exited::now(e.status)
-                };
-                exit.send_replace(Some(exited));
-                on_exit(exited);
-            },
-        );
-        match spawned {
-            Ok(kill) => {
-                self.state = State::Running { guest: Some(kill) };
+        let on_exit: OnExit = Box::new(move |exited| {
+            exit.send_replace(Some(exited));
+            on_exit(exited);
+        });
+        match self.workload.start(on_exit) {
+            Ok(()) => {
+                self.state = State::Running;
                 Ok(())
             }
             Err(e) => {
                 // Nothing ran; record a failed exit so wait and delete work.
+                self.state = State::Stopped;
                 self.exit.send_replace(Some(Exited::now(1)));
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
     /// Delivers a terminating `signal`. Returns the exit if the task ended
-    /// right here (a sandbox, or a task never started); a guest's exit comes
+    /// right here (a sandbox, or a task never started); otherwise it comes
     /// through the `on_exit` given to [`Task::start`].
-    pub fn kill(&mut self, signal: Signal) -> Result<Option<Exited>, crate::error::TaskError> {
-        if self.exited().is_some() {
-            return Err(crate::error::TaskError::State {
-                id: self.id.clone(),
-                state: "already stopped",
-            });
+    pub fn kill(&mut self, signal: Signal) -> Result<Option<Exited>, TaskError> {
+        if self.state() == State::Stopped {
+            return Err(self.refuse("already stopped"));
         }
-        match &self.state {
-            State::Running { guest: Some(kill) } => {
-                kill.kill(signal);
-                Ok(None)
-            }
-            State::Running { guest: None } | State::Created { .. } => {
-                let status = match self.role {
-                    // Like the pause process: a polite stop is a clean exit.
-                    ContainerRole::Sandbox if signal.is_polite() => 0,
-                    _ => signal.exit_status(),
-                };
-                let exited = Exited::now(status);
-                self.state = State::Stopped;
-                self.exit.send_replace(Some(exited));
-                Ok(Some(exited))
-            }
-            State::Stopped => Err(crate::error::TaskError::State {
-                id: self.id.clone(),
-                state: "already stopped",
-            }),
+        let ended = self.workload.kill(signal)?;
+        if let Some(exited) = ended {
+            self.state = State::Stopped;
+            self.exit.send_replace(Some(exited));
         }
+        Ok(ended)
     }
 
-    /// Marks the task stopped once its guest has ended.
-    pub fn reap(&mut self) {
-        if self.exited().is_some() {
-            self.state = State::Stopped;
+    /// Gives back what the task and its processes held on the node; it has
+    /// ended. May block.
+    pub fn release(self) {
+        for exec in self.execs.into_values() {
+            exec.release();
         }
+        self.workload.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records the calls it gets; ends when killed, with the signal's status.
+    #[derive(Default)]
+    struct Stub {
+        on_exit: Arc<Mutex<Option<OnExit>>>,
+    }
+
+    impl Workload for Stub {
+        fn start(&mut self, on_exit: OnExit) -> Result<(), TaskError> {
+            *self.on_exit.lock().expect("lock") = Some(on_exit);
+            Ok(())
+        }
+
+        fn kill(&mut self, signal: Signal) -> Result<Option<Exited>, TaskError> {
+            match self.on_exit.lock().expect("lock").take() {
+                Some(on_exit) => {
+                    on_exit(Exited::now(signal.exit_status()));
+                    Ok(None)
+                }
+                None => Ok(Some(Exited::now(signal.exit_status()))),
+            }
+        }
+
+        fn stats(&self) -> Result<Stats, TaskError> {
+            Ok(Stats::default())
+        }
+
+        fn release(self: Box<Self>) {}
+    }
+
+    fn task() -> Task {
+        Task::new(
+            "c1".into(),
+            PathBuf::new(),
+            StdioPaths::default(),
+            Box::new(Stub::default()),
+        )
+    }
+
+    #[test]
+    fn a_started_task_ends_through_its_exit_and_then_refuses_kills() {
+        let mut task = task();
+        assert_eq!(task.state(), State::Created);
+        let told = Arc::new(Mutex::new(None));
+        let seen = told.clone();
+        task.start(move |e| *seen.lock().expect("lock") = Some(e.status))
+            .expect("start");
+        assert_eq!(task.state(), State::Running);
+        assert_eq!(task.kill(Signal::KILL).expect("kill"), None, "told later");
+        assert_eq!(*told.lock().expect("lock"), Some(137));
+        assert_eq!(task.exited().map(|e| e.status), Some(137));
+        assert_eq!(task.state(), State::Stopped);
+        assert!(matches!(
+            task.kill(Signal::TERM),
+            Err(TaskError::State { .. })
+        ));
+        assert!(matches!(task.start(|_| {}), Err(TaskError::State { .. })));
+    }
+
+    #[test]
+    fn a_task_killed_before_start_is_stopped_and_never_starts() {
+        let mut task = task();
+        let ended = task.kill(Signal::TERM).expect("kill");
+        assert_eq!(ended.map(|e| e.status), Some(143));
+        assert_eq!(task.state(), State::Stopped);
+        let refused = task.start(|_| {}).expect_err("start after kill");
+        assert_eq!(refused.to_string(), "container c1 is already stopped");
     }
 }

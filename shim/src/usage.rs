@@ -11,6 +11,22 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::cgroup::Cgroup;
 
+/// What a container uses, in the terms of containerd's Stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// CPU time, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory charged to it, in bytes.
+    pub memory: u64,
+    /// Of that, anonymous memory.
+    pub rss: u64,
+    /// Of that, page cache the kernel may take back (the CRI subtracts it
+    /// for the working set).
+    pub inactive_file: u64,
+    /// Its memory limit, if it has one.
+    pub limit: Option<u64>,
+}
+
 /// A guest's usage, shared between its thread and the task service.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {

@@ -78,6 +78,12 @@ if stale "$out/hello-native" "$here/c/hello.c"; then
     built "$out/hello-native"
 fi
 
+# A native sidecar (a TCP proxy, a file writer) for the Linux containers of
+# Wasm pods.
+if stale "$out/sidecar" "$here/../cri/sidecar.c"; then
+    gcc -static -O2 -Wall -Werror -pthread -o "$out/sidecar" "$here/../cri/sidecar.c"
+    built "$out/sidecar"
+fi
 # The native twin of the wasi:http handler, for the CRI benchmark.
 if stale "$out/http-native" "$here/../cri/http.c"; then
     gcc -static -O2 -Wall -Werror -pthread -o "$out/http-native" "$here/../cri/http.c"
@@ -139,6 +145,8 @@ done
     "$out/hello-native=/hello" -- /hello
 "$fixtures" image "$out/http-native.tar" docker.io/wasmpod/http-native:latest \
     "$out/http-native=/http" -- /http
+"$fixtures" image "$out/sidecar.tar" docker.io/wasmpod/sidecar:latest \
+    "$out/sidecar=/sidecar" -- /sidecar
 # The pod sandbox image the CRI tests' containerd is configured with.
 "$fixtures" image "$out/pause.tar" wasmpod.test/pause:1 "$out/pause=/pause" -- /pause
 echo "test programs and images are in $out" >&2

@@ -639,10 +639,16 @@ impl Kubelet {
 /// The Linux part of a container's config: resources and security context,
 /// converted as the kubelet converts them.
 /// The namespaces the kubelet asks for: the node's pids under `hostPID`,
-/// else the runtime's defaults.
+/// else a pid namespace per container (the kubelet's default without
+/// `shareProcessNamespace`; the CRI's zero value would share the pod's).
 fn namespaces(pod: &Pod) -> Option<NamespaceOption> {
-    pod.spec.host_pid.then(|| NamespaceOption {
-        pid: NamespaceMode::Node as i32,
+    let pid = if pod.spec.host_pid {
+        NamespaceMode::Node
+    } else {
+        NamespaceMode::Container
+    };
+    Some(NamespaceOption {
+        pid: pid as i32,
         ..Default::default()
     })
 }

@@ -421,7 +421,10 @@ fn containers_of_one_pod_share_one_shim_and_its_sandbox_holds() {
 #[ignore = "needs a private containerd: run `make test`"]
 fn bad_entrypoints_are_refused_clearly() {
     for (program, expected) in [
-        ("/not-wasm.sh", "is not a WebAssembly module or component"),
+        (
+            "/data.txt",
+            "is neither a WebAssembly module or component nor a Linux binary or script",
+        ),
         ("/truncated.wasm", "is not a valid WebAssembly component"),
         (
             "/unknown-world.component.wasm",
@@ -438,6 +441,56 @@ fn bad_entrypoints_are_refused_clearly() {
         assert_ne!(status(&out), 0, "{program} ran");
         assert!(stderr.contains(expected), "{program}: {stderr}");
     }
+    assert_node_is_clean();
+}
+
+/// `ctr run --rm` of `args` in the native fixture image `archive`
+/// (`image`) under wasmpod.
+fn run_native(archive: &str, image: &str, args: &[&str]) -> Output {
+    let fixture = Path::new(&var("WASMPOD_FIXTURES")).join(archive);
+    let out = ctr(&["images", "import", fixture.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "import failed: {}", text(&out.stderr));
+    let id = unique("native");
+    let mut argv = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        "GREETING=native",
+    ];
+    argv.extend_from_slice(&[image, &id]);
+    argv.extend_from_slice(args);
+    ctr(&argv)
+}
+
+/// A Linux program where Wasm is expected runs as runc would run it, with
+/// its arguments, environment, output and exit status, and leaves nothing.
+#[test]
+#[ignore = "needs a private containerd: run `make test`"]
+fn a_linux_binary_runs_through_runc() {
+    let hello = run_native(
+        "hello-native.tar",
+        "docker.io/wasmpod/hello-native:latest",
+        &["/hello", "a b"],
+    );
+    assert_eq!(status(&hello), 0, "{}", text(&hello.stderr));
+    assert_eq!(
+        text(&hello.stdout),
+        "hello from wasm\nargv[0]=/hello\nargv[1]=a b\nGREETING=native\n",
+        "the C program's own words, natively"
+    );
+    let failed = run_native(
+        "sidecar.tar",
+        "docker.io/wasmpod/sidecar:latest",
+        &["/sidecar", "write", "/no/such/dir/file", "x"],
+    );
+    assert_eq!(status(&failed), 1, "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stderr).contains("/no/such/dir/file: No such file or directory"),
+        "{}",
+        text(&failed.stderr)
+    );
     assert_node_is_clean();
 }
 

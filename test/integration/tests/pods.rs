@@ -17,7 +17,7 @@ use wasmpod_integration::pod::{
     ExecAction, HostPath, PortRef, TcpSocketAction, Volume, VolumeMount,
 };
 use wasmpod_integration::probe::{Outcome, Vantage};
-use wasmpod_integration::{cached_programs, http, ok, status_field, unique, var};
+use wasmpod_integration::{cached_programs, http, ok, processes, status_field, unique, var};
 
 /// The namespace containerd's CRI plugin keeps its images and pods in.
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -27,7 +27,13 @@ fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let fixtures = PathBuf::from(var("WASMPOD_FIXTURES"));
-        for tar in ["pause.tar", "hello.tar", "hello-native.tar", "programs.tar"] {
+        for tar in [
+            "pause.tar",
+            "hello.tar",
+            "hello-native.tar",
+            "programs.tar",
+            "sidecar.tar",
+        ] {
             let tar = fixtures.join(tar);
             let out = std::process::Command::new(var("WASMPOD_CTR"))
                 .args(["-a", &var("WASMPOD_ADDRESS"), "-n", CRI_NAMESPACE])
@@ -951,6 +957,179 @@ fn a_wasi_http_pod_answers_logs_and_drains_on_stop() {
             logs.contains(&format!("wasmpod: denied: HTTP request to {gateway}:9; the pod annotation wasmpod.dev/http-connect: \"{gateway}\" would grant it")),
             "{logs}"
         );
+    });
+}
+
+/// A wasi:http app with two Linux containers beside it (test/cri/sidecar.c):
+/// a proxy to the app on 127.0.0.1, and one that reports the pod's hostname.
+const SIDECAR_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sidecar
+spec:
+  runtimeClassName: wasmpod
+  terminationGracePeriodSeconds: 5
+  containers:
+    - name: app
+      image: docker.io/wasmpod/test-programs:latest
+      imagePullPolicy: IfNotPresent
+      command: ["/http.component.wasm"]
+    - name: proxy
+      image: docker.io/wasmpod/sidecar:latest
+      imagePullPolicy: IfNotPresent
+      command: ["/sidecar", "proxy", "9000", "8080"]
+    - name: uts
+      image: docker.io/wasmpod/sidecar:latest
+      imagePullPolicy: IfNotPresent
+      command: ["/sidecar", "uts"]
+"#;
+
+/// The pids of the test sidecar's processes on the node.
+fn sidecars() -> Vec<u32> {
+    processes(|args| args.first().is_some_and(|a| a == "/sidecar"))
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&status, "PPid:").parse().ok()
+}
+
+#[test]
+#[ignore = "needs containerd with its CRI plugin: run `make test`"]
+fn linux_sidecars_share_the_wasm_pods_network_and_leave_nothing_behind() {
+    block_on(async {
+        let mut kubelet = kubelet().await;
+        assert!(sidecars().is_empty(), "a sidecar from before");
+        let pod = Pod::from_yaml(SIDECAR_POD).expect("pod");
+        let running = kubelet.run(&pod).await.expect("pod runs");
+        let id_of = |name: &str| {
+            running
+                .containers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, id)| id.clone())
+                .expect("container")
+        };
+        // The node reaches the Wasm app through the Linux proxy, which
+        // reaches it on the pod's 127.0.0.1.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            match http_get(&running.ip, 9000, "/via-sidecar") {
+                Ok(answer) if answer.0 == 200 => break answer,
+                other if Instant::now() > deadline => {
+                    panic!("no answer via the sidecar: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert_eq!(answer.1, "hello from wasi:http /via-sidecar\n");
+
+        // runc ran them; their processes are the shim's children.
+        let shim = shims_of(&running.sandbox_id);
+        assert_eq!(shim.len(), 1, "one shim serves the pod: {shim:?}");
+        let pids = sidecars();
+        assert_eq!(pids.len(), 2, "two sidecar processes: {pids:?}");
+        for pid in &pids {
+            assert_eq!(parent_of(*pid), Some(shim[0]), "sidecar {pid}'s parent");
+        }
+        // Each has a cgroup of its own, in the pod's.
+        for pid in &pids {
+            let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+            assert!(
+                cgroups.contains(&running.cgroup_parent),
+                "sidecar {pid} is outside the pod's cgroup {}: {cgroups}",
+                running.cgroup_parent
+            );
+        }
+        let stats = kubelet.stats(&id_of("proxy")).await.expect("stats");
+        let memory = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map_or(0, |v| v.value);
+        assert!(memory > 0, "the proxy's memory: {stats:?}");
+
+        // Logs as for any container; the pod's hostname in its UTS namespace.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let uts = loop {
+            let logs = kubelet.logs(&running, "uts").expect("logs");
+            if !logs.is_empty() || Instant::now() > deadline {
+                break logs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(uts, "hostname sidecar\n");
+        let proxy = kubelet.logs(&running, "proxy").expect("logs");
+        assert!(
+            proxy.contains("proxying :9000 to 127.0.0.1:8080"),
+            "{proxy}"
+        );
+        assert!(proxy.contains("connection forwarded"), "{proxy}");
+
+        // `kubectl exec` into a Linux container runs there (runc exec),
+        // with its output and exit code; into the Wasm app it is refused.
+        let proxy_id = id_of("proxy");
+        let wrote = kubelet
+            .exec_sync(&proxy_id, &["/sidecar", "write", "/from-exec", "hi"])
+            .await
+            .expect("exec");
+        assert_eq!(wrote, (0, "wrote /from-exec\n".to_owned()));
+        let (code, said) = kubelet
+            .exec_sync(&proxy_id, &["/sidecar", "write", "/no/dir/file", "hi"])
+            .await
+            .expect("exec");
+        assert_eq!(code, 1, "{said}");
+        assert!(
+            said.contains("/no/dir/file: No such file or directory"),
+            "{said}"
+        );
+        let refused = kubelet
+            .exec_sync(&id_of("app"), &["/sidecar", "uts"])
+            .await
+            .expect_err("exec into Wasm is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("not supported for Wasm containers"),
+            "{refused}"
+        );
+
+        // SIGTERM ends the proxy cleanly; its exit is reported.
+        kubelet.stop(&proxy_id, running.grace).await.expect("stop");
+        let status = kubelet
+            .wait_exited("proxy", &proxy_id, Duration::from_secs(10))
+            .await
+            .expect("exited");
+        assert_eq!(status.exit_code, 0);
+        let app = kubelet.status(&id_of("app")).await.expect("status");
+        assert_eq!(
+            app.state,
+            ContainerState::ContainerRunning as i32,
+            "the app runs on"
+        );
+
+        kubelet.remove(&running).await.expect("pod removed");
+        assert!(
+            sidecars().is_empty(),
+            "sidecar processes left: {:?}",
+            sidecars()
+        );
+        assert!(shims_of(&running.sandbox_id).is_empty(), "a shim is left");
+        let state = var("WASMPOD_STATE");
+        for (_, id) in &running.containers {
+            let bundle = Path::new(&state)
+                .join("io.containerd.runtime.v2.task")
+                .join(CRI_NAMESPACE)
+                .join(id);
+            assert!(!bundle.exists(), "{} was left", bundle.display());
+        }
+        for controller in ["cpu", "memory", "pids"] {
+            let pod_cgroup = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(running.cgroup_parent.trim_start_matches('/'));
+            assert!(!pod_cgroup.exists(), "{} was left", pod_cgroup.display());
+        }
     });
 }
 
