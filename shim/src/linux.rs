@@ -177,6 +177,46 @@ impl Runc {
         })
     }
 
+    /// Runs `command` (`runc create` or `runc exec`, its own flags given)
+    /// for container `id` with `stdio`, which runc hands to the process it
+    /// leaves running; returns that process's pid, from `pid_file`.
+    fn launch(
+        &self,
+        mut command: Command,
+        verb: &'static str,
+        id: &str,
+        dir: &Path,
+        pid_file: &Path,
+        stdio: Stdio,
+    ) -> Result<i32, LinuxError> {
+        let streams = |file: Option<File>| file.map_or_else(ProcessStdio::null, ProcessStdio::from);
+        let status = command
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdin(streams(stdio.stdin))
+            .stdout(streams(stdio.stdout))
+            .stderr(streams(stdio.stderr))
+            .status()
+            .map_err(|source| self.spawn_error(source))?;
+        if !status.success() {
+            return Err(LinuxError::Runc {
+                verb,
+                id: id.to_owned(),
+                // Also on the process's stderr, which is runc's.
+                message: failure(dir, b"see the container's log"),
+            });
+        }
+        std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|&p| p > 0)
+            .ok_or_else(|| LinuxError::Pid {
+                id: id.to_owned(),
+                path: pid_file.to_path_buf(),
+            })
+    }
+
     fn spawn_error(&self, source: std::io::Error) -> LinuxError {
         LinuxError::Spawn {
             runc: self.binary.clone(),
@@ -421,38 +461,12 @@ impl LinuxContainer {
         std::fs::create_dir_all(dir.join("state")).map_err(write_error)?;
         std::fs::write(dir.join("config.json"), spec.to_string()).map_err(write_error)?;
         let pid_file = dir.join("pid");
-        let streams = |file: Option<File>| file.map_or_else(ProcessStdio::null, ProcessStdio::from);
-        // runc hands its own standard streams to the container.
         let mut create = runc.command(&dir, "create");
         if systemd_cgroup {
             create.arg("--systemd-cgroup");
         }
-        let status = create
-            .arg("--bundle")
-            .arg(&dir)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
-            .stdin(streams(stdio.stdin))
-            .stdout(streams(stdio.stdout))
-            .stderr(streams(stdio.stderr))
-            .status()
-            .map_err(|source| runc.spawn_error(source))?;
-        if !status.success() {
-            return Err(LinuxError::Runc {
-                verb: "create",
-                id: id.to_owned(),
-                message: failure(&dir, b"see the container's log"),
-            });
-        }
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|&p| p > 0)
-            .ok_or_else(|| LinuxError::Pid {
-                id: id.to_owned(),
-                path: pid_file.clone(),
-            })?;
+        create.arg("--bundle").arg(&dir);
+        let pid = runc.launch(create, "create", id, &dir, &pid_file, stdio)?;
         let waiter = watch(pid, id);
         let created = Self {
             id: id.to_owned(),
@@ -573,36 +587,11 @@ impl LinuxExec {
     pub fn start(&mut self, on_exit: OnStatus) -> Result<(), LinuxError> {
         let stdio = self.stdio.take().unwrap_or_default();
         let pid_file = self.spec.with_extension("pid");
-        let streams = |file: Option<File>| file.map_or_else(ProcessStdio::null, ProcessStdio::from);
-        let status = self
+        let mut exec = self.runc.command(&self.dir, "exec");
+        exec.arg("--detach").arg("--process").arg(&self.spec);
+        let pid = self
             .runc
-            .command(&self.dir, "exec")
-            .arg("--detach")
-            .arg("--process")
-            .arg(&self.spec)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.container)
-            .stdin(streams(stdio.stdin))
-            .stdout(streams(stdio.stdout))
-            .stderr(streams(stdio.stderr))
-            .status()
-            .map_err(|source| self.runc.spawn_error(source))?;
-        if !status.success() {
-            return Err(LinuxError::Runc {
-                verb: "exec",
-                id: self.container.clone(),
-                message: failure(&self.dir, b"see the exec's output"),
-            });
-        }
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|&p| p > 0)
-            .ok_or_else(|| LinuxError::Pid {
-                id: self.container.clone(),
-                path: pid_file.clone(),
-            })?;
+            .launch(exec, "exec", &self.container, &self.dir, &pid_file, stdio)?;
         let _ = std::fs::remove_file(&pid_file);
         self.pid = Some(pid);
         self.exit = watch(pid, &self.container).map_err(|source| LinuxError::Thread {
